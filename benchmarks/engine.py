@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from pcl.data.types import ClientData
 from pcl.engine import LocalSpec, LocalTrainer, broadcast, weighted_mean
 from pcl.engine.batches import make_plan
-from pcl.engine.local import task_loss
+from pcl.engine.objective import task_loss
 from pcl.models import build_model
 
 PER_CLIENT, BATCH, LR = 50, 10, 0.05
@@ -87,8 +87,8 @@ def main() -> None:
             data = client_data(k)
             plan = make_plan(data.n, BATCH, epochs=1, generator=torch.Generator().manual_seed(1))
             t_peer, r_peer = timed(lambda: peer_round(model, w, data, plan), args.repeats)
-            t_loop, r_loop = timed(lambda: engine_round(LocalTrainer(model, vectorized=False), w, data, 1), args.repeats)
-            t_vec, r_vec = timed(lambda: engine_round(LocalTrainer(model, vectorized=True), w, data, 1), args.repeats)
+            t_loop, r_loop = timed(lambda: engine_round(LocalTrainer(model, backend="loop"), w, data, 1), args.repeats)
+            t_vec, r_vec = timed(lambda: engine_round(LocalTrainer(model, backend="vectorized"), w, data, 1), args.repeats)
             diff = max(max((r_vec[n] - r[n]).abs().max().item() for n in w) for r in (r_peer, r_loop))
             print(f"{name} {k} clients: peer loop {t_peer:.3f} s, tight loop {t_loop:.3f} s, vectorized {t_vec:.3f} s, "
                   f"{t_peer / t_vec:.1f}x vs peer, {t_loop / t_vec:.1f}x vs tight; max |param diff| {diff:.1e}")

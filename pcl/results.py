@@ -40,6 +40,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from pcl import diagnostics
+
 RUN_KEYS = ["experiment", "algorithm", "setting", "seed"]
 METRIC_COLUMNS = ["round", "client", "split", "metric", "value"]
 RUN_JSON_KEYS = ("experiment", "algorithm", "setting", "seed", "federation_sha256")
@@ -343,11 +345,14 @@ def format_diff(table: pd.DataFrame, label_a: str = "A", label_b: str = "B") -> 
 
 
 def summarize(run_dirs: Iterable[str | os.PathLike], out_dir: str | os.PathLike) -> pd.DataFrame:
-    """Compute everything first, then write clients.csv, runs.csv, summary.csv and metrics.json; return summary.
+    """Compute everything first, then write clients.csv, runs.csv, summary.csv, metrics.json and diagnostics.csv
+    (every run's diagnostics, see ``pcl.diagnostics``); return summary.
 
     An error (bad run, mixed experiments) therefore leaves ``out_dir`` untouched.
     """
+    run_dirs = list(run_dirs)
     clients = client_metrics(load_runs(run_dirs))
+    diag = diagnostics.collect(run_dirs)
     per_run = run_stats(clients)
     summary = seed_summary(per_run)
     metrics = metrics_dict(summary)
@@ -356,6 +361,7 @@ def summarize(run_dirs: Iterable[str | os.PathLike], out_dir: str | os.PathLike)
     write_csv(per_run, out / RUNS_FILE)
     write_csv(summary, out / "summary.csv")
     write_json(metrics, out / "metrics.json")
+    write_csv(diag, out / "diagnostics.csv")
     return summary
 
 

@@ -1,9 +1,10 @@
 """The round loop: run one (algorithm, setting, seed) on a federation, evaluate, checkpoint, write results.
 
-Outputs in ``out_dir``: ``metrics.csv`` (long table: round, client, split, metric, value) and ``run.json``
-(resolved config, hyperparameters, seed, federation hash, code version, wall time, peak memory). Both are
-written atomically at the end; a ``checkpoint.pt`` written every ``checkpoint_every`` rounds lets a killed
-job resume with bit-identical results (the RNG state is checkpointed too).
+Outputs in ``out_dir``: ``metrics.csv`` (long table: round, client, split, metric, value), ``diagnostics.csv``
+(per-round diagnostics, see ``pcl.diagnostics``) and ``run.json`` (resolved config, hyperparameters, seed, federation
+hash, code version, engine backend, wall time, peak memory). All are written atomically at the end; a
+``checkpoint.pt`` written every ``checkpoint_every`` rounds lets a killed job resume with bit-identical results
+(every random draw comes from the run's RNG tree, keyed by round, so a round boundary needs no generator state).
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 import pcl
+from pcl import diagnostics
 from pcl.algorithms import ALGORITHMS, Context, make_hparams
 from pcl.data.federation import Federation
 from pcl.engine import LocalTrainer
@@ -83,35 +85,48 @@ def train(config: dict, federation: str | Path, out_dir: str | Path, *, algorith
     fed = Federation.load(federation, data_root)
     model = build_model(config["model"], fed.input_shape, max(fed.num_classes, 1))
     tcfg = config["train"]
-    gen = torch.Generator().manual_seed(int(seed))
-    ctx = Context(model, fed, LocalTrainer(model, vectorized=tcfg["engine"] == "vectorized"), gen)
+    ctx = Context(model, fed, LocalTrainer(model, backend=tcfg["engine"]), seed=int(seed))
     alg = cls(hp, ctx)
     rounds, every, ckpt_every = tcfg["rounds"], tcfg["eval_every"], tcfg.get("checkpoint_every", 0)
     ckpt = out_dir / "checkpoint.pt"
     key = {"config": config, "algorithm": algorithm, "setting": setting, "seed": seed, "federation": fed.sha256}
 
-    state, rows, first = None, [], 0
+    state, rows, diag, first = None, [], [], 0
     if ckpt.exists():
-        saved = torch.load(ckpt, weights_only=False)
+        saved = torch.load(ckpt, weights_only=True)  # plain tensors and containers: a crafted file cannot run code
         if saved["key"] == key:
-            state, rows, first = saved["state"], saved["rows"], saved["round"]
-            gen.set_state(saved["gen"])
+            state, rows, diag, first = saved["state"], saved["rows"], saved["diagnostics"], saved["round"]
             print(f"resuming {algorithm}/{setting}/seed={seed} from round {first}", file=sys.stderr)
     if state is None:
+        ctx.rngs.begin("init", 0)
         state = alg.init()
+
+    def collect(t: int) -> None:
+        for name, value in ctx.take_diagnostics().items():
+            diag.extend(diagnostics.rows(t, name, value))
 
     bar = Progress(TextColumn(f"{algorithm}/{setting} seed={seed}"), BarColumn(), MofNCompleteColumn(),
                    TimeElapsedColumn(), TextColumn("{task.fields[msg]}"), disable=not progress, transient=False)
     with bar:
         task = bar.add_task("rounds", total=rounds, completed=first, msg="")
         for t in range(first, rounds):
+            ctx.rngs.begin("train", t)
             state = alg.round(state, t)
+            if isinstance(state, tuple):  # (state, diagnostics)
+                state, extra = state
+                for name, value in extra.items():
+                    ctx.diagnose(name, value)
             done = t + 1
             if done == rounds:
+                ctx.rngs.begin("finish", t)
                 state = alg.finish(state)
+            collect(done)
             if done % every == 0 or done == rounds:
                 summary = []
-                for split, m in alg.evaluate(state, EVAL_SPLITS).items():
+                ctx.rngs.begin("eval", done)
+                evaluated = alg.evaluate(state, EVAL_SPLITS)
+                collect(done)
+                for split, m in evaluated.items():
                     rows.extend(_rows(done, split, m))
                     score = "acc" if "acc" in m else "mse"
                     summary.append(f"{split} {score} {m[score].mean():.4f}")
@@ -121,15 +136,17 @@ def train(config: dict, federation: str | Path, out_dir: str | Path, *, algorith
             bar.update(task, advance=1)
             if ckpt_every and done % ckpt_every == 0 and done < rounds:
                 buf = io.BytesIO()
-                torch.save({"key": key, "state": state, "rows": rows, "round": done, "gen": gen.get_state()}, buf)
+                torch.save({"key": key, "state": state, "rows": rows, "diagnostics": diag, "round": done}, buf)
                 atomic_write(ckpt, buf.getvalue())
 
     table = pd.DataFrame(rows, columns=["round", "client", "split", "metric", "value"])
     table = table.sort_values(["round", "split", "metric", "client"], kind="stable")
     atomic_write(out_dir / "metrics.csv", table.to_csv(index=False, lineterminator="\n").encode())
+    atomic_write(out_dir / "diagnostics.csv", diagnostics.table(diag).to_csv(index=False, lineterminator="\n").encode())
     record = {"experiment": config.get("name"), "algorithm": algorithm, "setting": setting, "seed": int(seed),
               "hparams": dataclasses.asdict(hp), "config": config, "federation": str(federation),
               "federation_sha256": fed.sha256, "num_clients": fed.num_clients, "engine": tcfg["engine"],
+              "backend": ctx.trainer.backend,
               "code": code_version(), "wall_time_s": round(time.time() - start, 3),
               "peak_memory_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
     write_json(out_dir / "run.json", record)

@@ -27,7 +27,7 @@ EXPERIMENT = {
 
 def _algorithm(name, fed, seed=0, **hp):
     model = build_model({"name": "mlp", "hidden": [32]}, fed.input_shape, fed.num_classes)
-    ctx = Context(model, fed, LocalTrainer(model), torch.Generator().manual_seed(seed))
+    ctx = Context(model, fed, LocalTrainer(model), seed=seed)
     cls = ALGORITHMS[name]
     return cls(make_hparams(cls.Hparams, hp), ctx)
 
@@ -128,3 +128,23 @@ def test_loop_engine_gives_the_same_results(short_runs, tmp_path):
     a, b = (pd.read_csv(tmp_path / d / "metrics.csv") for d in ("loop", "vec"))
     assert a[["round", "client", "split", "metric"]].equals(b[["round", "client", "split", "metric"]])
     assert (a["value"] - b["value"]).abs().max() < 1e-4
+
+
+def test_fedprox_mu_zero_is_fedavg_bit_for_bit(digits_fed):
+    prox, avg = _algorithm("fedprox", digits_fed, mu=0.0, client_fraction=0.5), \
+        _algorithm("fedavg", digits_fed, client_fraction=0.5)
+    s, a = prox.init(), avg.init()
+    for t in range(2):
+        s, a = prox.round(s, t), avg.round(a, t)
+    assert all(torch.equal(s["global"][k], a["global"][k]) for k in a["global"])
+
+
+def test_fedprox_pulls_local_models_to_the_global_one(digits_fed):
+    """Local drift from the round's start shrinks as mu grows (the proximal term's purpose)."""
+    def drift(mu):
+        alg = _algorithm("fedprox", digits_fed, mu=mu, local_epochs=3.0, lr=0.1)
+        state = alg.init()
+        after = alg.round(state, 0)
+        return sum(float((after["global"][k] - state["global"][k]).norm()) for k in state["global"])
+    d0, d1, d10 = drift(0.0), drift(1.0), drift(10.0)
+    assert d0 > d1 > d10 > 0

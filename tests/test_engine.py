@@ -1,6 +1,8 @@
 """The engine: vectorized local training equals the reference loop; plans, mixing and evaluation are exact."""
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -8,7 +10,7 @@ from torch.nn import functional as F
 
 from pcl.data.transforms import rotate
 from pcl.data.types import ClientData
-from pcl.engine import LocalSpec, LocalTrainer, broadcast, evaluate, mix, weighted_mean
+from pcl.engine import LocalSpec, LocalTrainer, Objective, Prox, broadcast, evaluate, mix, weighted_mean
 from pcl.engine.batches import make_plan
 from pcl.models import build_model, param_names
 from pcl.topology import metropolis_hastings, ring
@@ -28,17 +30,50 @@ def _params(model, K, dtype=torch.float32):
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
 def test_vectorized_equals_reference_loop(name, optimizer):
     dtype = torch.float64  # Adam divides by sqrt(v): float64 keeps round-off from being amplified
-    data = _data(dtype=dtype)
+    data = _data(dtype=dtype)  # unequal client sizes: clients stop at different steps
     model = build_model({"name": name}, (1, 8, 8), 10).to(dtype)
     p0 = _params(model, data.num_clients, dtype)
     anchor = {k: v + 0.1 for k, v in p0.items()}
+    objective = Objective() + Prox("anchor", 0.5, exact=True)
     spec = LocalSpec(lr=0.1, batch_size=5, local_epochs=2, optimizer=optimizer, weight_decay=1e-3)
     clients = torch.arange(data.num_clients)
-    out = [LocalTrainer(model, vectorized=v).train(p0, data, clients, spec, generator=torch.Generator().manual_seed(3),
-                                                    prox=(anchor, 0.5)) for v in (True, False)]
+    out = {}
+    for backend, memory in [("vectorized", 512.0), ("vectorized", 1e-6), ("loop", 512.0)]:  # 1e-6 MB: chunks of 1
+        out[backend, memory] = LocalTrainer(model, backend=backend, memory_mb=memory).train(
+            p0, data, clients, spec, generator=torch.Generator().manual_seed(3), objective=objective,
+            extras={"anchor": anchor})
+    ref = out["loop", 512.0]
     for k in p0:
-        torch.testing.assert_close(out[0][k], out[1][k], rtol=1e-9, atol=1e-10)
-        assert not torch.equal(out[0][k], p0[k]), f"{k} did not train"
+        for key, got in out.items():
+            torch.testing.assert_close(got[k], ref[k], rtol=1e-9, atol=1e-10, msg=f"{key} {k}")
+        assert not torch.equal(ref[k], p0[k]), f"{k} did not train"
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_engine_step_equals_torch_optim_on_a_module(optimizer):
+    """The engine's functional optimizers and differentiated terms against PyTorch's own, on one client."""
+    data = _data(K=3, dtype=torch.float64)
+    model = build_model({"name": "mlp", "hidden": [8]}, (1, 8, 8), 10).to(torch.float64)
+    p0 = _params(model, 3, torch.float64)
+    anchor = {k: torch.zeros_like(v) for k, v in p0.items()}
+    spec = LocalSpec(lr=0.05, batch_size=4, local_steps=6, optimizer=optimizer, weight_decay=1e-2)
+    out = LocalTrainer(model, backend="vectorized").train(
+        p0, data, torch.arange(3), spec, generator=torch.Generator().manual_seed(5),
+        objective=Objective() + Prox("anchor", 0.3, exact=False), extras={"anchor": anchor})
+    plan = spec.plan(data.n, torch.Generator().manual_seed(5))
+    for j in range(3):
+        net = copy.deepcopy(model)
+        net.load_state_dict({k: v[j] for k, v in p0.items()})
+        cls = torch.optim.SGD if optimizer == "sgd" else torch.optim.Adam
+        opt = cls(net.parameters(), lr=0.05, weight_decay=1e-2)
+        for s in range(6):
+            idx = plan.index[s, j]
+            opt.zero_grad()
+            prox = 0.15 * sum((p ** 2).sum() for p in net.parameters())
+            (F.cross_entropy(net(data.x[j, idx]), data.y[j, idx]) + prox).backward()
+            opt.step()
+        for k, v in net.named_parameters():
+            torch.testing.assert_close(out[k][j], v.detach(), rtol=1e-9, atol=1e-11)
 
 
 def test_trainable_group_leaves_the_rest_untouched():
@@ -50,6 +85,24 @@ def test_trainable_group_leaves_the_rest_untouched():
                                     generator=torch.Generator().manual_seed(0), trainable=head)
     for k in p0:
         assert torch.equal(out[k], p0[k]) != (k in head), k
+
+
+def test_per_parameter_step_sizes():
+    data = _data()
+    model = build_model({"name": "mlp", "hidden": [16]}, (1, 8, 8), 10)
+    p0 = _params(model, data.num_clients)
+    spec = LocalSpec(lr=0.1, batch_size=4, local_steps=1)
+    run = lambda lrs: LocalTrainer(model).train(p0, data, torch.arange(data.num_clients), spec,  # noqa: E731
+                                                generator=torch.Generator().manual_seed(0), lrs=lrs)
+    base, scaled = run(None), run({"head.weight": 0.3})
+    torch.testing.assert_close(scaled["head.weight"] - p0["head.weight"], 3 * (base["head.weight"] - p0["head.weight"]))
+    torch.testing.assert_close(scaled["layers.0.weight"], base["layers.0.weight"], rtol=0, atol=0)
+
+
+def test_drop_last_counts_only_full_batches():
+    n = torch.tensor([25, 9, 40])
+    assert make_plan(n, 10, epochs=1, drop_last=True).active.sum(0).tolist() == [2, 1, 4]
+    assert make_plan(n, 10, epochs=1).active.sum(0).tolist() == [3, 1, 4]
 
 
 def test_plan_covers_each_epoch_exactly_once():

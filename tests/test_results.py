@@ -190,7 +190,7 @@ def test_summarize_is_byte_deterministic_and_order_free(tmp_path):
             for alg in ("local", "fedavg") for seed in (0, 1)]
     results.summarize(runs, tmp_path / "one")
     results.summarize(runs[::-1], tmp_path / "two")
-    names = ["clients.csv", "runs.csv", "summary.csv", "metrics.json"]
+    names = ["clients.csv", "runs.csv", "summary.csv", "metrics.json", "diagnostics.csv"]
     for name in names:
         assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes()
     assert sorted(os.listdir(tmp_path / "one")) == sorted(names)  # no temp files left

@@ -3,6 +3,8 @@ that reduce to Local SGD / FedAvg-like averaging / each other, the error orderin
 forms) on a synthetic mean-estimation federation, and model averaging's validation-only choice of α."""
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -16,7 +18,7 @@ from pcl.engine import LocalTrainer, broadcast, evaluate, task_loss
 from pcl.engine.batches import make_plan
 from pcl.engine.pairwise import pair_grad_stats, pair_grads
 from pcl.models import build_model
-from pcl.results import summarize
+from pcl import diagnostics
 from pcl.run import train
 from pcl.theory.wga import bc_stationary_error, wga_stationary_error
 
@@ -25,16 +27,14 @@ MLP = {"name": "mlp", "hidden": [16]}
 
 def _alg(name, fed, model=MLP, seed=0, **hp):
     net = build_model(model, fed.input_shape, max(fed.num_classes, 1))
-    ctx = Context(net, fed, LocalTrainer(net), torch.Generator().manual_seed(seed))
+    ctx = Context(net, fed, LocalTrainer(net), seed=seed)
     cls = ALGORITHMS[name]
     return cls(make_hparams(cls.Hparams, hp), ctx)
 
 
 def _next_plan(alg, batch, steps=1):
-    """The plan the algorithm's next ``make_plan`` call will draw (from a copy of its generator)."""
-    gen = torch.Generator()
-    gen.set_state(alg.ctx.gen.get_state())
-    return make_plan(alg.ctx.train.n, batch, steps=steps, generator=gen)
+    """The plan the algorithm's next ``make_plan`` call will draw (from a copy of its RNG tree)."""
+    return make_plan(alg.ctx.train.n, batch, steps=steps, generator=copy.deepcopy(alg.ctx.rngs).torch("batches"))
 
 
 def _close(a, b, atol=1e-6):
@@ -208,9 +208,11 @@ def test_model_averaging_endpoints_are_local_and_fedavg(digits_fed):
     s0, loc = ma0.round(ma0.init(), 0), local.round(local.init(), 0)
     _close(s0["params"], loc["params"], atol=0)  # the local half is exactly a Local run
     model = ma0.ctx.model
-    for split, m in ma0.evaluate(s0, ("val", "test")).items():
+    metrics = ma0.evaluate(s0, ("val", "test"))
+    assert torch.equal(ma0.ctx.take_diagnostics()["alpha"], torch.zeros(20))
+    for split, m in metrics.items():
         ref = evaluate(model, loc["params"], ma0.ctx.data(split))
-        assert torch.equal(m["acc"], ref["acc"]) and torch.equal(m["alpha"], torch.zeros(20))
+        assert torch.equal(m["acc"], ref["acc"])
         torch.testing.assert_close(m["loss"], ref["loss"], rtol=1e-5, atol=1e-5)
     ma1 = _alg("model_averaging", digits_fed, alpha=1.0, lr=0.1)
     s1 = ma1.round(ma1.init(), 0)
@@ -228,8 +230,8 @@ def test_model_averaging_picks_alpha_on_validation_only(digits_fed, select_by, m
     for t in range(3):
         state = ma.round(state, t)
     metrics = ma.evaluate(state, ("val", "test"))
-    alpha = metrics["val"]["alpha"]
-    assert torch.equal(alpha, metrics["test"]["alpha"])
+    alpha = ma.ctx.take_diagnostics()["alpha"]
+    assert "alpha" not in metrics["val"] and "alpha" not in metrics["test"]  # a diagnostic, not a metric
     assert bool(((alpha >= 0) & (alpha <= 1)).all())
     ends = {a: _alg("model_averaging", digits_fed, alpha=a).evaluate(state, ("val",))["val"] for a in (0.0, 1.0)}
     if select_by == "loss":
@@ -243,7 +245,7 @@ def test_model_averaging_picks_alpha_on_validation_only(digits_fed, select_by, m
     real = ma.ctx.data
     monkeypatch.setattr(ma.ctx, "data", lambda split: scrambled if split == "test" else real(split))
     again = ma.evaluate(state, ("val", "test"))
-    assert torch.equal(again["test"]["alpha"], alpha) and not torch.equal(again["test"]["acc"], metrics["test"]["acc"])
+    assert torch.equal(ma.ctx.take_diagnostics()["alpha"], alpha) and not torch.equal(again["test"]["acc"], metrics["test"]["acc"])
 
 
 def test_parameter_interpolation_endpoints(digits_fed):
@@ -254,17 +256,18 @@ def test_parameter_interpolation_endpoints(digits_fed):
     assert torch.equal(got["acc"], ref["acc"]) and torch.equal(got["loss"], ref["loss"])
 
 
-def test_model_averaging_rows_reach_the_results_table(digits_fed, tmp_path):
+def test_model_averaging_alpha_reaches_the_diagnostics_file(digits_fed, tmp_path):
     digits_fed.save(tmp_path / "fed")
     cfg = {"name": "oma", "data": digits_fed.spec, "model": MLP,
            "train": {"rounds": 2, "eval_every": 1, "engine": "vectorized"},
            "algorithms": {"model_averaging": {"default": {"lr": 0.1}}}}
     train(cfg, tmp_path / "fed", tmp_path / "run", seed=0, progress=False)
-    rows = pd.read_csv(tmp_path / "run/metrics.csv")
-    alpha = rows[rows.metric == "alpha"]
-    assert set(alpha.split) == {"val", "test"} and len(alpha) == 2 * 2 * 20 and alpha.value.between(0, 1).all()
-    summary = summarize([tmp_path / "run"], tmp_path / "summary")
-    assert set(summary.metric) == {"acc"}  # the extra metric is carried in metrics.csv, ignored by summaries
+    assert "alpha" not in set(pd.read_csv(tmp_path / "run/metrics.csv").metric)
+    diag = pd.read_csv(tmp_path / "run/diagnostics.csv")
+    alpha = diag[diag.name == "alpha"]
+    assert sorted(alpha["round"].unique()) == [1, 2] and len(alpha) == 2 * 20 and alpha.value.between(0, 1).all()
+    assert (alpha.col == -1).all() and sorted(alpha[alpha["round"] == 2].row) == list(range(20))
+    assert diagnostics.as_array(diag, "alpha").shape == (20,)
 
 
 def test_bad_hyperparameters_are_named(digits_fed):

@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
-from torch import nn
 
-from pcl.data.federation import Federation
-from pcl.data.types import ClientData
-from pcl.engine import LocalSpec, LocalTrainer, Params, broadcast, evaluate
-from pcl.models import param_names
+from pcl.engine import LocalSpec, Params, evaluate
+
+if TYPE_CHECKING:
+    from pcl.algorithms.context import Context
 
 ALGORITHMS: dict[str, type["Algorithm"]] = {}
 
@@ -62,61 +61,6 @@ def make_hparams(cls: type, values: dict | None) -> Any:
         if f.type in ("float", float) and isinstance(v, int) and not isinstance(v, bool):
             setattr(hp, name, float(v))
     return hp
-
-
-class Context:
-    """What an algorithm sees: the model template, every client's data, the trainer and the run's RNG."""
-
-    def __init__(self, model: nn.Module, federation: Federation, trainer: LocalTrainer, generator: torch.Generator):
-        self.model = model
-        self.federation = federation
-        self.trainer = trainer
-        self.gen = generator
-        self.num_clients = federation.num_clients
-        self.train = federation.client_data("train")
-
-    def data(self, split: str) -> ClientData:
-        return self.federation.client_data(split)
-
-    def init_params(self, independent: int = 0) -> Params:
-        """A fresh model initialisation drawn from the run's RNG: unstacked by default (one shared init),
-        or stacked with ``independent`` different inits (DAC starts every client from its own)."""
-        def one() -> Params:
-            seed = int(torch.randint(0, 2**62, (1,), generator=self.gen))
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(seed)
-                for m in self.model.modules():
-                    if hasattr(m, "reset_parameters"):
-                        m.reset_parameters()
-                for m in self.model.modules():  # after the layers, so adapters start as the identity again
-                    if hasattr(m, "zero_init"):
-                        m.zero_init()
-                return {n: p.detach().clone() for n, p in self.model.named_parameters()}
-        if not independent:
-            return one()
-        inits = [one() for _ in range(independent)]
-        return {n: torch.stack([p[n] for p in inits]) for n in inits[0]}
-
-    def sample_clients(self, fraction: float = 1.0, count: int | None = None) -> torch.Tensor:
-        """Uniform client sampling without replacement (sorted), as FedAvg's server does."""
-        m = count if count is not None else max(1, round(fraction * self.num_clients))
-        if not 0 < m <= self.num_clients:
-            raise ValueError(f"cannot sample {m} of {self.num_clients} clients")
-        if m == self.num_clients:
-            return torch.arange(self.num_clients)
-        return torch.randperm(self.num_clients, generator=self.gen)[:m].sort().values
-
-    def local_train(self, params: Params, clients: torch.Tensor, hp: LocalSGD, *, group: str | list[str] | None = None,
-                    prox: tuple[Params, float] | None = None, class_weights: torch.Tensor | None = None,
-                    **spec_override) -> Params:
-        """Train the stacked ``params`` (one row per entry of ``clients``) on those clients' training data;
-        ``group`` limits training to declared parameter groups (e.g. 'head')."""
-        trainable = None if group in (None, "all") else param_names(self.model, group)
-        return self.trainer.train(params, self.train, clients, hp.local_spec(**spec_override), generator=self.gen,
-                                  trainable=trainable, prox=prox, class_weights=class_weights)
-
-    def broadcast(self, p: Params, k: int | None = None) -> Params:
-        return broadcast(p, self.num_clients if k is None else k)
 
 
 class Algorithm:

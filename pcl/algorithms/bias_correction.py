@@ -67,7 +67,7 @@ class BiasCorrection(PairwiseSGD):
         if self.hp.c_init_batch is None:
             c = {n: torch.zeros_like(v) for n, v in params.items()}
         else:
-            index = make_plan(self.ctx.train.n, self.hp.c_init_batch, steps=1, generator=self.ctx.gen).index[0]
+            index = make_plan(self.ctx.train.n, self.hp.c_init_batch, steps=1, generator=self.ctx.rng("estimate")).index[0]
             c = self._bias(weights, params, index)
         return {"weights": weights, "c": c}
 

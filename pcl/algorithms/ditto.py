@@ -2,8 +2,8 @@
 Personalization"), Algorithm 1: the global model w is trained by FedAvg; each sampled client k also updates
 its personal model v_k on F_k(v) + (lam/2)||v - w||^2, starting from its previous v_k.
 
-The proximal term is applied as an exact proximal step after each stochastic gradient step (see
-``pcl.engine.optim.prox_pull``), which equals Ditto's explicit step to first order in lr*lam and stays stable
+The proximal term is applied as an exact proximal step after each stochastic gradient step (``Prox(exact=True)``
+in ``pcl.engine.objective``), which equals Ditto's explicit step to first order in lr*lam and stays stable
 for any lam: lam = 0 is Local training, lam -> infinity gives FedAvg's model (both limits are tested)."""
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from pcl.algorithms.base import Algorithm, register
 from pcl.algorithms.fedavg import FedAvgHparams
-from pcl.engine import put, take, weighted_mean
+from pcl.engine import Objective, Prox, put, take, weighted_mean
 
 
 @dataclass
@@ -31,12 +31,16 @@ class Ditto(Algorithm):
         w = self.ctx.init_params()
         return {"global": w, "personal": self.ctx.broadcast(w)}
 
+    @property
+    def objective(self) -> Objective:
+        return Objective() + Prox("anchor", self.hp.lam, exact=True)
+
     def round(self, state: dict, t: int) -> dict:
         chosen = self.ctx.sample_clients(self.hp.client_fraction)
         w, m = state["global"], len(chosen)
         anchor = self.ctx.broadcast(w, m)
-        personal = self.ctx.local_train(take(state["personal"], chosen), chosen, self.hp, prox=(anchor, self.hp.lam),
-                                        local_epochs=self.hp.personal_epochs)
+        personal = self.ctx.local_train(take(state["personal"], chosen), chosen, self.hp, objective=self.objective,
+                                        extras={"anchor": anchor}, local_epochs=self.hp.personal_epochs)
         local = self.ctx.local_train(self.ctx.broadcast(w, m), chosen, self.hp)
         return {"global": weighted_mean(local, self.ctx.train.n[chosen]),
                 "personal": put(state["personal"], chosen, personal)}

@@ -1,7 +1,8 @@
 """FedAvg + local fine-tuning: FedAvg's global model, then each client fine-tunes a copy on its own data
 before predicting (the "FedAvg + local adaptation" baseline of Yu et al. 2020 and of the PDBO and partial-
 personalization tables). ``ft_group`` fine-tunes only one parameter group (e.g. 'head', as FedPer/FedRep
-evaluation does); the fine-tune is recomputed at every evaluation from the current global model."""
+evaluation does); the fine-tune is recomputed at every evaluation from the current global model, with the
+evaluation phase's own generators, so how often a run evaluates never changes its results."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -27,5 +28,6 @@ class FedAvgFT(FedAvg):
 
     def personalized(self, state: dict):
         everyone = torch.arange(self.ctx.num_clients)
-        return self.ctx.local_train(self.ctx.broadcast(state["global"]), everyone, self.hp, group=self.hp.ft_group,
-                                    lr=self.hp.ft_lr, local_epochs=self.hp.ft_epochs)
+        return self.ctx.local_train(self.ctx.broadcast(state["global"]), everyone, self.hp, trainable=self.hp.ft_group,
+                                    purpose="finetune", lr=self.hp.ft_lr, local_epochs=self.hp.ft_epochs,
+                                    local_steps=None)

@@ -16,7 +16,8 @@ than both. It is offered because it is cheap, not as the default.
 
 α_i per client is either fixed (``alpha``) or chosen at every evaluation on the client's VALIDATION split over
 ``alpha_grid`` (never on test) by validation loss or accuracy (``select_by``; accuracy ties go to the lower loss,
-remaining ties to the smaller α). The chosen α_i is reported as the extra metric ``alpha`` for every split.
+remaining ties to the smaller α). The chosen α_i per client is recorded as the diagnostic ``alpha``
+(diagnostics.csv).
 """
 from __future__ import annotations
 
@@ -84,7 +85,8 @@ class ModelAveraging(Algorithm):
         predict = {s: self._predictor(state, self.ctx.data(s)) for s in need}
         k = self.ctx.num_clients
         alpha = torch.full((k,), float(self.hp.alpha)) if self.hp.alpha is not None else self.select(predict["val"])
-        return {s: {**self._score(predict[s](alpha), self.ctx.data(s)), "alpha": alpha.clone()} for s in splits}
+        self.ctx.diagnose("alpha", alpha)
+        return {s: self._score(predict[s](alpha), self.ctx.data(s)) for s in splits}
 
     def select(self, predict: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
         """α_i per client: the grid value with the best validation score of the mixture."""

@@ -66,7 +66,7 @@ class PairwiseSGD(Algorithm):
 
     def round(self, state: dict, t: int) -> dict:
         state = self._before_round(dict(state), t)
-        plan = make_plan(self.ctx.train.n, self._draw, steps=self.hp.local_steps, generator=self.ctx.gen)
+        plan = make_plan(self.ctx.train.n, self._draw, steps=self.hp.local_steps, generator=self.ctx.rng("batches"))
         for s in range(plan.steps):
             state = self._step(state, plan.index[s])
         return state
@@ -160,7 +160,7 @@ class WGA(PairwiseSGD):
     def _estimate(self, state: dict) -> dict:
         """Fold one estimate of σ_ij² and ζ_ij² into the running averages and re-solve every row's QP."""
         hp = self.hp
-        index = make_plan(self.ctx.train.n, hp.estimate_batch, steps=1, generator=self.ctx.gen).index[0]
+        index = make_plan(self.ctx.train.n, hp.estimate_batch, steps=1, generator=self.ctx.rng("estimate")).index[0]
         mean, var = pair_grad_stats(self.ctx.model, state["params"], *self._batch(index), groups=hp.estimate_groups)
         var = var.double()
         own = pair_diag(mean)  # ḡ_i(x_i)

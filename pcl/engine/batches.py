@@ -24,8 +24,10 @@ class BatchPlan:
         return int(self.index.shape[0])
 
 
-def steps_for(n: torch.Tensor, batch_size: int, epochs: float | None, steps: int | None) -> torch.Tensor:
-    """Local steps of each client: a fixed count, or enough full batches to cover ``epochs`` passes."""
+def steps_for(n: torch.Tensor, batch_size: int, epochs: float | None, steps: int | None,
+              drop_last: bool = False) -> torch.Tensor:
+    """Local steps of each client: a fixed count, or enough full batches to cover ``epochs`` passes (``drop_last``:
+    only the full batches inside them, at least one, as a PyTorch DataLoader with drop_last=True, PFLlib's setting)."""
     if (epochs is None) == (steps is None):
         raise ValueError("local training needs exactly one of 'local_epochs' or 'local_steps'")
     if steps is not None:
@@ -34,11 +36,12 @@ def steps_for(n: torch.Tensor, batch_size: int, epochs: float | None, steps: int
         return torch.full_like(n, int(steps))
     if epochs <= 0:
         raise ValueError(f"local_epochs must be > 0, got {epochs}")
-    return torch.clamp(torch.ceil(n.double() * epochs / batch_size).long(), min=1)
+    rounding = torch.floor if drop_last else torch.ceil
+    return torch.clamp(rounding(n.double() * epochs / batch_size).long(), min=1)
 
 
 def make_plan(n: torch.Tensor, batch_size: int, epochs: float | None = None, steps: int | None = None,
-              generator: torch.Generator | None = None) -> BatchPlan:
+              generator: torch.Generator | None = None, drop_last: bool = False) -> BatchPlan:
     """Epoch-wise shuffling per client: each client's index stream is a concatenation of fresh random
     permutations of its own ``n[j]`` samples, cut into full batches of ``batch_size`` (a batch may run
     over an epoch boundary, so every step sees exactly ``batch_size`` samples)."""
@@ -46,7 +49,7 @@ def make_plan(n: torch.Tensor, batch_size: int, epochs: float | None = None, ste
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if bool((n < 1).any()):
         raise ValueError("every training client needs at least one sample")
-    per_client = steps_for(n, batch_size, epochs, steps)
+    per_client = steps_for(n, batch_size, epochs, steps, drop_last)
     total = int(per_client.max())
     length = total * batch_size
     n_max = int(n.max())

@@ -1,34 +1,39 @@
-"""Local training of many clients at once: vectorized with ``torch.func``, or the plain reference loop.
+"""Local training of many clients at once, on any per-client ``Objective``: vectorized or the plain reference loop.
 
-Both paths consume the same ``BatchPlan`` and the same functional optimizer, so they agree to float
-tolerance (tests/test_engine.py); the algorithm never knows which one ran.
+Both backends run the same pure one-client step (``make_step``: the objective's ``torch.func.grad``, a functional
+optimizer update, the exact proximal maps) on the same ``BatchPlan``, so they agree to float tolerance and are both
+differentiable end to end (tests/test_engine.py): a hypergradient through local steps works whichever ran.
+
+* ``vectorized`` vmaps the step over clients. It computes only real client-steps: clients are ordered by their step
+  count, and at step s only the prefix that still has a batch is computed (no padded, masked steps). Clients are
+  processed in chunks sized from a memory budget, so 1,000 clients of a CNN fit in a bounded working set.
+* ``loop`` runs the same step client by client: the reference the vectorized path is tested against, and on a CPU
+  the faster backend for convolutional models (vmap of a convolution batches nothing there; benchmarks/cnn.py).
+* ``auto`` picks by that measurement: the loop for models with convolutions on a CPU, vectorized otherwise.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.func import functional_call, grad, vmap
-from torch.nn import functional as F
+from torch.func import grad, vmap
+from torch.utils._pytree import tree_map
 
 from pcl.data.types import ClientData
 from pcl.engine.batches import make_plan
-from pcl.engine.optim import OPTIMIZERS, prox_pull
+from pcl.engine.objective import Extras, Objective
+from pcl.engine.optim import OPTIMIZERS
 from pcl.engine.stack import Params
 
-
-def task_loss(out: torch.Tensor, y: torch.Tensor, class_weights: torch.Tensor | None = None) -> torch.Tensor:
-    """Mean cross-entropy (optionally with per-class weights on each sample's loss) or mean squared error."""
-    if out.shape[-1] == 1 and y.dtype.is_floating_point:
-        return F.mse_loss(out.squeeze(-1), y)
-    ce = F.cross_entropy(out, y, reduction="none")
-    return (ce * class_weights[y]).mean() if class_weights is not None else ce.mean()
+BACKENDS = ("auto", "vectorized", "loop")
 
 
 @dataclass
 class LocalSpec:
-    """How one call of local training runs: step size, batch size, length (epochs or steps) and optimizer."""
+    """How one call of local training runs: step size, batch size, length (epochs or steps), optimizer, and whether
+    an epoch drops its last partial batch (PyTorch DataLoader's drop_last, as PFLlib trains)."""
 
     lr: float
     batch_size: int
@@ -36,82 +41,133 @@ class LocalSpec:
     local_steps: int | None = None
     optimizer: str = "sgd"
     weight_decay: float = 0.0
+    drop_last: bool = False
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer: unknown {self.optimizer!r}; choose one of {sorted(OPTIMIZERS)}")
-        if self.lr <= 0:
+        if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
+
+    def plan(self, n: torch.Tensor, generator: torch.Generator):
+        epochs = self.local_epochs if self.local_steps is None else None
+        return make_plan(n, self.batch_size, epochs, self.local_steps, generator, self.drop_last)
+
+
+def default_backend(model: nn.Module, device: torch.device | str = "cpu") -> str:
+    """The measured faster backend: the loop for convolutional models on a CPU, vectorized otherwise."""
+    has_conv = any(isinstance(m, nn.modules.conv._ConvNd) for m in model.modules())
+    return "loop" if has_conv and torch.device(device).type == "cpu" else "vectorized"
+
+
+def make_step(model: nn.Module, objective: Objective, optimizer, lrs: dict[str, float]) -> Callable:
+    """The pure one-client step ``(trained, frozen, state, x, y, extras, t) -> (trained, state)``.
+
+    Pure in all its tensor arguments, so it composes with ``torch.func.vmap``/``grad``/``vjp`` and autograd."""
+    gradient = grad(lambda p, f, x, y, e: objective.value(model, p, f, x, y, e))
+
+    def step(trained: Params, frozen: Params, state: dict, x: torch.Tensor, y: torch.Tensor, extras: Extras, t: int):
+        g = gradient(trained, frozen, x, y, extras)
+        trained, state = optimizer.update(trained, g, state, lrs, t)
+        return objective.after_step(trained, extras, lrs), state
+    return step
+
+
+def _rows(tree, idx):
+    return tree_map(lambda v: v[idx], tree)
 
 
 class LocalTrainer:
-    """Trains the rows of a stacked parameter set on their clients' data.
+    """Trains the rows of a stacked parameter set on their clients' data (see the module docstring)."""
 
-    ``trainable`` restricts updates to some parameter names (partial personalization, fine-tuning a head);
-    ``prox=(anchor, lam)`` adds the proximal pull to a stacked anchor (Ditto, FedProx-style);
-    ``class_weights`` ([m, C]) reweights each client's loss per class (bilevel class-weight personalization).
-    """
-
-    def __init__(self, model: nn.Module, vectorized: bool = True) -> None:
+    def __init__(self, model: nn.Module, backend: str = "auto", memory_mb: float = 512.0,
+                 device: torch.device | str = "cpu") -> None:
+        if backend not in BACKENDS:
+            raise ValueError(f"train.engine: unknown backend {backend!r}; choose one of {BACKENDS}")
         self.model = model
-        self.vectorized = vectorized
-
-        def client_loss(trained: Params, frozen: Params, x, y, cw):
-            return task_loss(functional_call(model, {**trained, **frozen}, (x,)), y, cw)
-
-        self._loss = client_loss
-        self._grad = grad(client_loss)
-        self._vgrads = {}
-
-    def _vgrad(self, with_cw: bool):
-        if with_cw not in self._vgrads:
-            self._vgrads[with_cw] = vmap(self._grad, in_dims=(0, 0, 0, 0, 0 if with_cw else None))
-        return self._vgrads[with_cw]
+        self.backend = default_backend(model, device) if backend == "auto" else backend
+        self.memory_mb = memory_mb
+        self._activations: int | None = None
 
     def train(self, params: Params, data: ClientData, clients: torch.Tensor, spec: LocalSpec, *,
-              generator: torch.Generator, trainable: list[str] | None = None,
-              prox: tuple[Params, float] | None = None, class_weights: torch.Tensor | None = None) -> Params:
+              generator: torch.Generator, objective: Objective | None = None, trainable: list[str] | None = None,
+              extras: Extras | None = None, lrs: dict[str, float] | None = None) -> Params:
+        """Run ``spec``'s local steps of ``objective`` for each row of ``params`` (row j = client ``clients[j]``).
+
+        ``trainable``: the parameter names that move (None = all); ``extras``: per-client tensors ``[m, ...]`` the
+        objective reads; ``lrs``: per-parameter step sizes (default ``spec.lr`` for all)."""
         clients = torch.as_tensor(clients, dtype=torch.long)
         if len(clients) == 0:
             return params
-        plan = make_plan(data.n[clients], spec.batch_size, spec.local_epochs if spec.local_steps is None else None,
-                         spec.local_steps, generator)
+        objective = objective or Objective()
+        plan = spec.plan(data.n[clients].cpu(), generator)
         names = list(params) if trainable is None else list(trainable)
         trained = {n: params[n] for n in names}
         frozen = {n: v for n, v in params.items() if n not in trained}
-        run = self._vectorized if self.vectorized else self._loop
-        trained = run(trained, frozen, data, clients, plan, spec, prox, class_weights)
-        return {n: trained.get(n, v) for n, v in params.items()}
+        lrs = {n: (lrs or {}).get(n, spec.lr) for n in names}
+        optimizer = OPTIMIZERS[spec.optimizer](spec.weight_decay)
+        step = make_step(self.model, objective, optimizer, lrs)
+        run = self._vectorized if self.backend == "vectorized" else self._loop
+        out = run(step, optimizer, trained, frozen, dict(extras or {}), data, clients, plan, spec.batch_size)
+        return {n: out.get(n, v) for n, v in params.items()}
 
-    def _vectorized(self, trained, frozen, data, clients, plan, spec, prox, cw):
-        opt = OPTIMIZERS[spec.optimizer](trained, spec.lr, spec.weight_decay)
-        vgrad = self._vgrad(cw is not None)
-        rows = clients[:, None]
-        for s in range(plan.steps):
-            idx, active = plan.index[s], plan.active[s]
-            grads = vgrad(trained, frozen, data.x[rows, idx], data.y[rows, idx], cw)
-            trained = opt.step(trained, grads, active)
-            if prox is not None:
-                trained = prox_pull(trained, prox[0], spec.lr * prox[1], active)
-        return trained
+    def _vectorized(self, step, optimizer, trained, frozen, extras, data, clients, plan, batch):
+        counts = plan.active.sum(0)
+        order = torch.argsort(counts, descending=True, stable=True)
+        vstep = vmap(step, in_dims=(0, 0, 0, 0, 0, 0, None))
+        chunk = self._chunk_size(trained, frozen, batch, data)
+        parts = []
+        for lo in range(0, len(order), chunk):
+            sel = order[lo:lo + chunk]
+            p, f, e = _rows(trained, sel), _rows(frozen, sel), _rows(extras, sel)
+            state, rows, todo = optimizer.init(p), clients[sel].to(data.x.device), counts[sel]
+            for s in range(int(todo[0])):
+                a = int((todo > s).sum())  # the clients still training form a prefix
+                idx = plan.index[s, sel[:a]].to(data.x.device)
+                x, y = data.x[rows[:a, None], idx], data.y[rows[:a, None], idx]
+                head, state_head = vstep(_rows(p, slice(a)), _rows(f, slice(a)), _rows(state, slice(a)), x, y,
+                                         _rows(e, slice(a)), s + 1)
+                if a == len(sel):
+                    p, state = head, state_head
+                else:
+                    join = lambda new, old: torch.cat([new, old[a:]])  # noqa: E731
+                    p, state = tree_map(join, head, p), tree_map(join, state_head, state)
+            parts.append(p)
+        inverse = torch.argsort(order)
+        return {n: torch.cat([q[n] for q in parts])[inverse] for n in trained}
 
-    def _loop(self, trained, frozen, data, clients, plan, spec, prox, cw):
-        """Reference path: one client at a time, autograd on one parameter set, same plan and update rule."""
-        out = {n: v.clone() for n, v in trained.items()}
+    def _loop(self, step, optimizer, trained, frozen, extras, data, clients, plan, batch):
+        """Reference path: one client at a time through the same pure step, no vmap, chunks or ordering."""
+        out = {n: [] for n in trained}
         for j, c in enumerate(clients.tolist()):
-            mine = {n: v[j:j + 1].clone() for n, v in trained.items()}
-            fixed = {n: v[j] for n, v in frozen.items()}
-            opt = OPTIMIZERS[spec.optimizer](mine, spec.lr, spec.weight_decay)
-            anchor = {n: v[j:j + 1] for n, v in prox[0].items()} if prox is not None else None
+            p, f, e = _rows(trained, j), _rows(frozen, j), _rows(extras, j)
+            state = optimizer.init(p)
             for s in range(int(plan.active[:, j].sum())):
-                idx = plan.index[s, j]
-                leaves = {n: v[0].detach().requires_grad_(True) for n, v in mine.items()}
-                loss = self._loss(leaves, fixed, data.x[c, idx], data.y[c, idx], None if cw is None else cw[j])
-                grads = torch.autograd.grad(loss, list(leaves.values()))
-                on = torch.ones(1, dtype=torch.bool)
-                mine = opt.step(mine, {n: g.unsqueeze(0) for n, g in zip(leaves, grads)}, on)
-                if anchor is not None:
-                    mine = prox_pull(mine, anchor, spec.lr * prox[1], on)
+                idx = plan.index[s, j].to(data.x.device)
+                p, state = step(p, f, state, data.x[c, idx], data.y[c, idx], e, s + 1)
             for n in out:
-                out[n][j] = mine[n][0]
-        return out
+                out[n].append(p[n])
+        return {n: torch.stack(v) for n, v in out.items()}
+
+    def _chunk_size(self, trained: Params, frozen: Params, batch: int, data: ClientData) -> int:
+        """Clients per vectorized chunk so that the working set stays within ``memory_mb``: per client, the
+        parameters with their gradient, optimizer state and step temporaries (~6 copies of the trained ones), plus
+        the activations of a batch kept for the backward pass (~3x the forward outputs)."""
+        bytes_per = next(iter(trained.values())).element_size()
+        per_param = 6 * sum(v[0].numel() for v in trained.values()) + sum(v[0].numel() for v in frozen.values())
+        per_client = bytes_per * (per_param + 3 * batch * self._activation_numel(data))
+        return max(1, int(self.memory_mb * 2**20 // max(per_client, 1)))
+
+    def _activation_numel(self, data: ClientData) -> int:
+        """Numbers the model's modules output for one sample (measured once by a forward pass with hooks)."""
+        if self._activations is None:
+            total = [0]
+            hooks = [m.register_forward_hook(lambda _m, _i, o: total.__setitem__(0, total[0] + o[0].numel()))
+                     for m in self.model.modules() if not list(m.children())]
+            with torch.no_grad():  # the template model stays on the CPU: the engine passes its own parameters
+                self.model(data.x[0, :1].cpu().to(next(self.model.parameters()).dtype))
+            for h in hooks:
+                h.remove()
+            self._activations = 2 * total[0]  # functional ops (relu, pooling) between modules
+        return self._activations
+

@@ -1,8 +1,8 @@
-"""Functional, masked optimizer steps on stacked parameters (SGD, Adam) and the proximal pull.
+"""Functional optimizers (SGD, Adam) on one client's parameters, and a per-parameter step-size table.
 
-They are written once and used by both execution paths. Masking is a per-client factor (1 = trains at this
-step, 0 = done) folded into the step size, so a finished client stays bit-identical at the cost of no extra
-tensor pass (elementwise passes over all clients' parameters dominate a vectorized step on CPU).
+They are pure (no in-place updates), so a local trajectory can be differentiated (hypergradients) and vmapped over
+clients; both execution paths use the same code. The state is a dict of parameter-shaped tensors, and the step count
+``t`` is a plain number: every client that takes its s-th step takes it at the same ``t = s``.
 """
 from __future__ import annotations
 
@@ -11,59 +11,46 @@ import torch
 from pcl.engine.stack import Params
 
 
-def _per_client(factor: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    return factor.to(like.dtype).reshape(-1, *([1] * (like.dim() - 1)))
-
-
 class SGD:
     """Plain SGD with optional L2 weight decay (no state)."""
 
-    def __init__(self, params: Params, lr: float, weight_decay: float = 0.0) -> None:
-        self.lr, self.wd = lr, weight_decay
+    def __init__(self, weight_decay: float = 0.0) -> None:
+        self.wd = weight_decay
 
-    def step(self, params: Params, grads: Params, active: torch.Tensor) -> Params:
-        out = {}
-        for n, p in params.items():
-            g = grads[n] + self.wd * p if self.wd else grads[n]
-            out[n] = torch.addcmul(p, _per_client(active, p), g, value=-self.lr)
-        return out
+    def init(self, params: Params) -> dict[str, Params]:
+        return {}
+
+    def update(self, params: Params, grads: Params, state: dict, lrs: dict[str, float], t: int):
+        out = {n: p - lrs[n] * (grads[n] + self.wd * p if self.wd else grads[n]) for n, p in params.items()}
+        return out, state
 
 
 class Adam:
-    """Adam (Kingma & Ba 2015) with per-client step counts, so a frozen client's bias correction stays right.
-    A fresh optimizer per local training call, as DAC's official code does."""
+    """Adam (Kingma & Ba 2015). A fresh state per local-training call, as DAC's official code does."""
 
-    def __init__(self, params: Params, lr: float, weight_decay: float = 0.0,
-                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> None:
-        self.lr, self.wd, (self.b1, self.b2), self.eps = lr, weight_decay, betas, eps
-        self.m = {n: torch.zeros_like(p) for n, p in params.items()}
-        self.v = {n: torch.zeros_like(p) for n, p in params.items()}
-        self.t = torch.zeros(next(iter(params.values())).shape[0], dtype=torch.float64)
+    def __init__(self, weight_decay: float = 0.0, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> None:
+        self.wd, (self.b1, self.b2), self.eps = weight_decay, betas, eps
 
-    def step(self, params: Params, grads: Params, active: torch.Tensor) -> Params:
-        self.t = self.t + active.to(self.t.dtype)
-        c1, c2 = 1 - self.b1 ** self.t.clamp(min=1), 1 - self.b2 ** self.t.clamp(min=1)
-        out = {}
+    def init(self, params: Params) -> dict[str, Params]:
+        return {"m": {n: torch.zeros_like(p) for n, p in params.items()},
+                "v": {n: torch.zeros_like(p) for n, p in params.items()}}
+
+    def update(self, params: Params, grads: Params, state: dict, lrs: dict[str, float], t: int):
+        c1, c2 = 1 - self.b1 ** t, 1 - self.b2 ** t
+        out, m, v = {}, {}, {}
         for n, p in params.items():
-            on = _per_client(active, p)
             g = grads[n] + self.wd * p if self.wd else grads[n]
-            self.m[n] = self.m[n] + on * (1 - self.b1) * (g - self.m[n])
-            self.v[n] = self.v[n] + on * (1 - self.b2) * (g * g - self.v[n])
-            mhat, vhat = self.m[n] / _per_client(c1, p), self.v[n] / _per_client(c2, p)
-            out[n] = p - (self.lr * on) * mhat / (vhat.sqrt() + self.eps)
-        return out
+            m[n] = state["m"][n] + (1 - self.b1) * (g - state["m"][n])
+            v[n] = state["v"][n] + (1 - self.b2) * (g * g - state["v"][n])
+            out[n] = p - lrs[n] * (m[n] / c1) / (_sqrt(v[n] / c2) + self.eps)
+        return out, {"m": m, "v": v}
+
+
+def _sqrt(v: torch.Tensor) -> torch.Tensor:
+    """sqrt with a finite derivative where v = 0 (a dead unit's zero gradient): plain sqrt would give 0 * inf = nan
+    in a hypergradient through Adam steps. The inner ``where`` keeps the unused branch's derivative finite too."""
+    positive = v > 0
+    return torch.where(positive, torch.where(positive, v, torch.ones_like(v)).sqrt(), torch.zeros_like(v))
 
 
 OPTIMIZERS = {"sgd": SGD, "adam": Adam}
-
-
-def prox_pull(params: Params, anchor: Params, strength: float, active: torch.Tensor) -> Params:
-    """Exact proximal step for (lam/2)||p - anchor||^2 with step lr: p <- (p + lr*lam*anchor) / (1 + lr*lam).
-
-    ``strength`` is lr*lam. Unlike an explicit gradient step it is stable for any lam, so lam -> 0 gives
-    plain local training and lam -> infinity pins p to the anchor (the Ditto limits)."""
-    out = {}
-    for n, p in params.items():
-        s = _per_client(active, p) * strength
-        out[n] = (p + s * anchor[n]) / (1 + s)
-    return out

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
-from pcl.engine.local import task_loss
+from pcl.engine.objective import task_loss
 from pcl.engine.stack import Params
 
 

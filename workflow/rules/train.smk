@@ -37,6 +37,7 @@ rule train:
     output:
         metrics=f"{RESULTS}/{{exp}}/{{alg}}/{{setting}}/seed={{seed}}/metrics.csv",
         run=f"{RESULTS}/{{exp}}/{{alg}}/{{setting}}/seed={{seed}}/run.json",
+        diagnostics=f"{RESULTS}/{{exp}}/{{alg}}/{{setting}}/seed={{seed}}/diagnostics.csv",
     log:
         f"{LOGS}/{{exp}}/train/{{alg}}/{{setting}}/seed={{seed}}.log",
     wildcard_constraints:
@@ -52,7 +53,8 @@ rule train:
 
 
 rule aggregate:
-    """Per experiment: clients.csv, runs.csv, summary.csv (mean and 95% CI over seeds) and metrics.json (DVC)."""
+    """Per experiment: clients.csv, runs.csv, summary.csv (mean and 95% CI over seeds), metrics.json (DVC) and
+    diagnostics.csv (every run's per-round diagnostics)."""
     input:
         lambda w: [f"{run_dir(w.exp, *run)}/{f}" for run in runs(w.exp) for f in ("metrics.csv", "run.json")],
     output:
@@ -60,6 +62,7 @@ rule aggregate:
         runs=f"{RESULTS}/{{exp}}/runs.csv",
         clients=f"{RESULTS}/{{exp}}/clients.csv",
         metrics=f"{RESULTS}/{{exp}}/metrics.json",
+        diagnostics=f"{RESULTS}/{{exp}}/diagnostics.csv",
     params:
         runs=lambda w: [run_dir(w.exp, *run) for run in runs(w.exp)],
     log:
