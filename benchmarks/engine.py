@@ -90,7 +90,8 @@ def main() -> None:
             t_loop, r_loop = timed(lambda: engine_round(LocalTrainer(model, backend="loop"), w, data, 1), args.repeats)
             t_vec, r_vec = timed(lambda: engine_round(LocalTrainer(model, backend="vectorized"), w, data, 1), args.repeats)
             diff = max(max((r_vec[n] - r[n]).abs().max().item() for n in w) for r in (r_peer, r_loop))
-            print(f"{name} {k} clients: peer loop {t_peer:.3f} s, tight loop {t_loop:.3f} s, vectorized {t_vec:.3f} s, "
+            default = LocalTrainer(model, "auto", input_shape=(1, 8, 8)).backend
+            print(f"{name} {k} clients (default backend: {default}): peer loop {t_peer:.3f} s, tight loop {t_loop:.3f} s, vectorized {t_vec:.3f} s, "
                   f"{t_peer / t_vec:.1f}x vs peer, {t_loop / t_vec:.1f}x vs tight; max |param diff| {diff:.1e}")
 
 

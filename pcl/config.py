@@ -6,11 +6,11 @@ from functools import cache
 from pathlib import Path
 
 import yaml
-from jsonschema import Draft202012Validator
+from jsonschema import Draft202012Validator, validators
 from referencing import Registry, Resource
 
 SCHEMAS = Path(__file__).parent / "schemas"
-DEFAULT_TRAIN = {"rounds": 20, "eval_every": 5, "engine": "vectorized", "checkpoint_every": 0}
+DEFAULT_TRAIN = {"rounds": 20, "eval_every": 5, "engine": "auto", "checkpoint_every": 0, "device": "cpu"}
 
 
 class ConfigError(ValueError):
@@ -23,11 +23,42 @@ def _validator() -> Draft202012Validator:
         return Resource.from_contents(yaml.safe_load((SCHEMAS / Path(uri).name).read_text()))
 
     schema = yaml.safe_load((SCHEMAS / "experiment.schema.yaml").read_text())
-    return Draft202012Validator(schema, registry=Registry(retrieve=retrieve))
+    return _StrictIntegers(schema, registry=Registry(retrieve=retrieve))
+
+
+def _is_integer(checker, instance) -> bool:
+    """JSON Schema counts 4.0 as an integer (a number with zero fractional part); a YAML config's ``rounds: 4.0``
+    is a float, and code downstream (range(), tensor shapes) needs an int, so only a real int passes."""
+    return isinstance(instance, int) and not isinstance(instance, bool)
+
+
+_StrictIntegers = validators.extend(
+    Draft202012Validator, type_checker=Draft202012Validator.TYPE_CHECKER.redefine("integer", _is_integer))
+
+
+def hparam_errors(config: dict, origin: str = "config") -> list[str]:
+    """One line per problem with the hyperparameters of every (algorithm, setting) of a federated experiment:
+    ``<origin>: algorithms.<alg>.<setting>: <message>`` (built as the train job builds them, so a bad value stops
+    `pcl validate` and the workflow before any job runs)."""
+    from pcl.algorithms import ALGORITHMS
+    from pcl.algorithms.hparams import HparamError, build
+
+    lines = []
+    for alg, settings in config["algorithms"].items():
+        if alg not in ALGORITHMS:
+            continue
+        for setting, values in settings.items():
+            try:
+                build(ALGORITHMS[alg].Hparams, values)
+            except HparamError as err:
+                lines.extend(f"{origin}: algorithms.{alg}.{setting}: {e}" for e in err.errors)
+    return lines
 
 
 def validate_experiment(config: dict, origin: str = "config") -> dict:
-    """Check ``config`` against the schema and the algorithm registry; return it with training defaults."""
+    """Check ``config`` against the schema (integers must be ints: 4.0 is rejected), the algorithm registry and, for
+    a federated experiment, every setting's hyperparameters (all problems reported at once); return it with
+    training defaults."""
     errors = sorted(_validator().iter_errors(config), key=lambda e: list(e.absolute_path))
     if errors:
         lines = [f"{origin}: {'.'.join(map(str, e.absolute_path)) or '<top>'}: {e.message}" for e in errors]
@@ -35,8 +66,10 @@ def validate_experiment(config: dict, origin: str = "config") -> dict:
     if config.get("kind") == "federated":
         from pcl.algorithms import ALGORITHMS
         unknown = sorted(set(config["algorithms"]) - set(ALGORITHMS))
-        if unknown:
-            raise ConfigError(f"{origin}: algorithms: unknown algorithm(s) {unknown}; known: {sorted(ALGORITHMS)}")
+        lines = [f"{origin}: algorithms: unknown algorithm(s) {unknown}; known: {sorted(ALGORITHMS)}"] * bool(unknown)
+        lines += hparam_errors(config, origin)
+        if lines:
+            raise ConfigError("invalid experiment config:\n  " + "\n  ".join(lines))
         config = {**config, "train": {**DEFAULT_TRAIN, **config.get("train", {})}}
     return config
 

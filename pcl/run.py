@@ -25,9 +25,12 @@ import pcl
 from pcl import diagnostics
 from pcl.algorithms import ALGORITHMS, Context, make_hparams
 from pcl.data.federation import Federation
+from pcl.device import describe, resolve_device
 from pcl.engine import LocalTrainer
 from pcl.io import atomic_write, write_json
 from pcl.models import build_model
+from pcl.rng import derive
+from pcl.topology import Topology
 
 EVAL_SPLITS = ("val", "test")
 
@@ -85,7 +88,10 @@ def train(config: dict, federation: str | Path, out_dir: str | Path, *, algorith
     fed = Federation.load(federation, data_root)
     model = build_model(config["model"], fed.input_shape, max(fed.num_classes, 1))
     tcfg = config["train"]
-    ctx = Context(model, fed, LocalTrainer(model, backend=tcfg["engine"]), seed=int(seed))
+    topology = Topology.from_spec(config.get("topology"), fed.num_clients, seed=derive(seed, "topology"))
+    device = resolve_device(tcfg.get("device", "cpu"))
+    trainer = LocalTrainer(model, backend=tcfg["engine"], device=device, input_shape=fed.input_shape)
+    ctx = Context(model, fed, trainer, seed=int(seed), topology=topology, device=device)
     alg = cls(hp, ctx)
     rounds, every, ckpt_every = tcfg["rounds"], tcfg["eval_every"], tcfg.get("checkpoint_every", 0)
     ckpt = out_dir / "checkpoint.pt"
@@ -146,7 +152,7 @@ def train(config: dict, federation: str | Path, out_dir: str | Path, *, algorith
     record = {"experiment": config.get("name"), "algorithm": algorithm, "setting": setting, "seed": int(seed),
               "hparams": dataclasses.asdict(hp), "config": config, "federation": str(federation),
               "federation_sha256": fed.sha256, "num_clients": fed.num_clients, "engine": tcfg["engine"],
-              "backend": ctx.trainer.backend,
+              "backend": ctx.trainer.backend, "device": describe(device),
               "code": code_version(), "wall_time_s": round(time.time() - start, 3),
               "peak_memory_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
     write_json(out_dir / "run.json", record)

@@ -8,13 +8,14 @@ owns the round loop, evaluation, checkpoints and files. Adding an algorithm = on
 """
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
+from pcl.algorithms.hparams import build, param
 from pcl.engine import LocalSpec, Params, evaluate
+from pcl.engine.optim import OPTIMIZERS
 
 if TYPE_CHECKING:
     from pcl.algorithms.context import Context
@@ -35,32 +36,35 @@ def register(name: str):
 
 @dataclass
 class LocalSGD:
-    """Local-training hyperparameters shared by most algorithms (each algorithm may change the defaults)."""
+    """Local-training hyperparameters shared by every algorithm (each algorithm may change the defaults). A round of
+    local training is ``local_epochs`` passes over a client's data or ``local_steps`` steps: exactly one is set (set
+    the other to null). ``drop_last``: an epoch counts only full batches (PyTorch's DataLoader drop_last, PFLlib)."""
 
-    lr: float = 0.05
-    local_epochs: float = 1.0
-    batch_size: int = 16
-    optimizer: str = "sgd"
-    weight_decay: float = 0.0
+    lr: float = param(0.05, gt=0)
+    local_epochs: float | None = param(1.0, gt=0)
+    local_steps: int | None = param(None, ge=1)
+    batch_size: int = param(16, ge=1)
+    optimizer: str = param("sgd", choices=tuple(OPTIMIZERS))
+    weight_decay: float = param(0.0, ge=0)
+    drop_last: bool = param(False)
+
+    def __post_init__(self) -> None:
+        if (self.local_epochs is None) == (self.local_steps is None):
+            given = "both are set" if self.local_epochs is not None else "neither is set"
+            raise ValueError(f"local_epochs={self.local_epochs!r}, local_steps={self.local_steps!r}: set exactly one "
+                             f"of local_epochs and local_steps ({given}; set the other to null)")
 
     def local_spec(self, **override) -> LocalSpec:
         return LocalSpec(**{**dict(lr=self.lr, batch_size=self.batch_size, local_epochs=self.local_epochs,
-                                   optimizer=self.optimizer, weight_decay=self.weight_decay), **override})
+                                   local_steps=self.local_steps, optimizer=self.optimizer,
+                                   weight_decay=self.weight_decay, drop_last=self.drop_last), **override})
 
 
 def make_hparams(cls: type, values: dict | None) -> Any:
-    """Build a hyperparameter dataclass, naming any unknown key and the fields that exist."""
-    values = dict(values or {})
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - set(fields))
-    if unknown:
-        raise ValueError(f"unknown hyperparameter(s) {unknown} for {cls.__qualname__}; known: {sorted(fields)}")
-    hp = cls(**values)
-    for name, f in fields.items():
-        v = getattr(hp, name)
-        if f.type in ("float", float) and isinstance(v, int) and not isinstance(v, bool):
-            setattr(hp, name, float(v))
-    return hp
+    """Build a hyperparameter dataclass from a config's overrides, checking each value against its field's declared
+    type and constraint (``pcl.algorithms.hparams.build``); raises ``HparamError`` (a ``ValueError``) naming every
+    bad field and value."""
+    return build(cls, values)
 
 
 class Algorithm:

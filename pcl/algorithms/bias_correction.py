@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import torch
 
 from pcl.algorithms.base import register
+from pcl.algorithms.hparams import param
 from pcl.algorithms.wga import PairwiseSGD, PairwiseSGDHparams
 from pcl.engine import Params
 from pcl.engine.batches import make_plan
@@ -39,19 +40,10 @@ class BiasCorrectionHparams(PairwiseSGDHparams):
     """BC (Chayti et al. 2021, arXiv 2111.05968; update form reconstructed, spec §1.3): EMA rate ``a`` in [0, 1],
     own-gradient weight ``alpha`` (None = a), ``fresh_samples`` for the c update, ``c_init_batch`` (None = c 0)."""
 
-    a: float = 0.05
-    alpha: float | None = None
+    a: float = param(0.05, ge=0, le=1)
+    alpha: float | None = param(None, ge=0, le=1)
     fresh_samples: bool = False
-    c_init_batch: int | None = 64
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if not 0.0 <= self.a <= 1.0:
-            raise ValueError(f"a={self.a} must lie in [0, 1]")
-        if self.alpha is not None and not 0.0 <= self.alpha <= 1.0:
-            raise ValueError(f"alpha={self.alpha} must lie in [0, 1] or be None")
-        if self.c_init_batch is not None and self.c_init_batch < 1:
-            raise ValueError(f"c_init_batch={self.c_init_batch} must be >= 1 or None")
+    c_init_batch: int | None = param(64, ge=1)
 
 
 @register("bias_correction")
@@ -67,7 +59,7 @@ class BiasCorrection(PairwiseSGD):
         if self.hp.c_init_batch is None:
             c = {n: torch.zeros_like(v) for n, v in params.items()}
         else:
-            index = make_plan(self.ctx.train.n, self.hp.c_init_batch, steps=1, generator=self.ctx.rng("estimate")).index[0]
+            index = make_plan(self.ctx.train.n.cpu(), self.hp.c_init_batch, steps=1, generator=self.ctx.rng("estimate")).index[0]
             c = self._bias(weights, params, index)
         return {"weights": weights, "c": c}
 

@@ -18,14 +18,15 @@ Trainable = str | list[str] | None
 
 class Context:
     def __init__(self, model: nn.Module, federation: Federation, trainer: LocalTrainer, seed: int = 0,
-                 topology=None) -> None:
+                 topology=None, device: torch.device | str = "cpu") -> None:
         self.model = model
         self.federation = federation
         self.trainer = trainer
         self.rngs = RNGTree(seed)
         self.graph = topology
         self.num_clients = federation.num_clients
-        self.train = federation.client_data("train")
+        self.device = torch.device(device)
+        self.train = federation.client_data("train", self.device)
         self._diagnostics: dict[str, torch.Tensor] = {}
 
     # --- randomness and diagnostics --------------------------------------------------------------------------
@@ -43,7 +44,7 @@ class Context:
 
     # --- data, models, clients -------------------------------------------------------------------------------
     def data(self, split: str) -> ClientData:
-        return self.federation.client_data(split)
+        return self.federation.client_data(split, self.device)
 
     def init_params(self, independent: int = 0) -> Params:
         """A fresh model initialisation from the RNG tree: unstacked by default (one shared init), or stacked with
@@ -58,7 +59,7 @@ class Context:
                 for m in self.model.modules():  # after the layers, so adapters start as the identity again
                     if hasattr(m, "zero_init"):
                         m.zero_init()
-                return {n: p.detach().clone() for n, p in self.model.named_parameters()}
+                return {n: p.detach().to(self.device, copy=True) for n, p in self.model.named_parameters()}
         if not independent:
             return one()
         inits = [one() for _ in range(independent)]

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from pcl.algorithms.base import Algorithm, register
 from pcl.algorithms.fedavg import FedAvgHparams
+from pcl.algorithms.hparams import param
 from pcl.engine import Objective, Prox, put, take, weighted_mean
 
 
@@ -19,8 +20,8 @@ class DittoHparams(FedAvgHparams):
     """``lam``: strength of the pull to the global model (Ditto's lambda; the paper tunes it in
     {0.05, 0.1, 0.2, 0.5, 1, 2}). ``personal_epochs``: local epochs of the personal update per round."""
 
-    lam: float = 0.1
-    personal_epochs: float = 1.0
+    lam: float = param(0.1, ge=0)
+    personal_epochs: float = param(1.0, gt=0)
 
 
 @register("ditto")
@@ -40,7 +41,8 @@ class Ditto(Algorithm):
         w, m = state["global"], len(chosen)
         anchor = self.ctx.broadcast(w, m)
         personal = self.ctx.local_train(take(state["personal"], chosen), chosen, self.hp, objective=self.objective,
-                                        extras={"anchor": anchor}, local_epochs=self.hp.personal_epochs)
+                                        extras={"anchor": anchor}, local_epochs=self.hp.personal_epochs,
+                                        local_steps=None)
         local = self.ctx.local_train(self.ctx.broadcast(w, m), chosen, self.hp)
         return {"global": weighted_mean(local, self.ctx.train.n[chosen]),
                 "personal": put(state["personal"], chosen, personal)}

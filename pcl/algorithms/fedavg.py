@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pcl.algorithms.base import Algorithm, LocalSGD, register
+from pcl.algorithms.hparams import param
 from pcl.engine import weighted_mean
 
 
@@ -13,7 +14,7 @@ from pcl.engine import weighted_mean
 class FedAvgHparams(LocalSGD):
     """``client_fraction``: share of clients sampled per round (McMahan et al.'s C; 1.0 = full participation)."""
 
-    client_fraction: float = 1.0
+    client_fraction: float = param(1.0, gt=0, le=1)
 
 
 @register("fedavg")

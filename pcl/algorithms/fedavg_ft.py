@@ -11,15 +11,16 @@ import torch
 
 from pcl.algorithms.base import register
 from pcl.algorithms.fedavg import FedAvg, FedAvgHparams
+from pcl.algorithms.hparams import param
 
 
 @dataclass
 class FedAvgFTHparams(FedAvgHparams):
     """Fine-tuning: ``ft_epochs`` local epochs at step ``ft_lr`` on ``ft_group`` ('all' = the whole model)."""
 
-    ft_epochs: float = 1.0
-    ft_lr: float = 0.05
-    ft_group: str = "all"
+    ft_epochs: float = param(1.0, gt=0)
+    ft_lr: float = param(0.05, gt=0)
+    ft_group: str = "all"  # 'all' or a parameter group of the model, checked when the model is known
 
 
 @register("fedavg_ft")

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from pcl.algorithms.base import register
 from pcl.algorithms.fedavg import FedAvg, FedAvgHparams
+from pcl.algorithms.hparams import param
 from pcl.engine import Objective, Prox, weighted_mean
 
 
@@ -18,7 +19,7 @@ from pcl.engine import Objective, Prox, weighted_mean
 class FedProxHparams(FedAvgHparams):
     """``mu``: strength of the proximal term (the paper tunes it in {0.001, 0.01, 0.1, 1})."""
 
-    mu: float = 0.01
+    mu: float = param(0.01, ge=0)
 
 
 @register("fedprox")

@@ -22,12 +22,13 @@ remaining ties to the smaller α). The chosen α_i per client is recorded as the
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
 from pcl.algorithms.base import Algorithm, register
 from pcl.algorithms.fedavg import FedAvg, FedAvgHparams
+from pcl.algorithms.hparams import param
 from pcl.algorithms.local import Local
 from pcl.data.types import ClientData
 from pcl.engine import Params, outputs, score
@@ -43,20 +44,11 @@ class ModelAveragingHparams(FedAvgHparams):
     on validation over ``alpha_grid`` by ``select_by`` ('loss' or 'acc'); ``interpolate``: 'predictions' or
     'params'. The local-training fields (lr, local_epochs, ...) are shared by the Local and the FedAvg model."""
 
-    alpha: float | None = None
-    alpha_grid: list[float] = field(default_factory=lambda: [round(0.05 * i, 2) for i in range(21)])
-    select_by: str = "loss"
-    interpolate: str = "predictions"
-
-    def __post_init__(self) -> None:
-        if self.alpha is not None and not 0.0 <= self.alpha <= 1.0:
-            raise ValueError(f"alpha={self.alpha} must lie in [0, 1] or be None")
-        if not self.alpha_grid or any(not 0.0 <= a <= 1.0 for a in self.alpha_grid):
-            raise ValueError(f"alpha_grid={self.alpha_grid} must be a non-empty list of values in [0, 1]")
-        if self.select_by not in SELECT_BY:
-            raise ValueError(f"select_by={self.select_by!r}: choose one of {SELECT_BY}")
-        if self.interpolate not in INTERPOLATE:
-            raise ValueError(f"interpolate={self.interpolate!r}: choose one of {INTERPOLATE}")
+    alpha: float | None = param(None, ge=0, le=1)
+    alpha_grid: list[float] = param(default_factory=lambda: [round(0.05 * i, 2) for i in range(21)], ge=0, le=1,
+                                    min_items=1)
+    select_by: str = param("loss", choices=SELECT_BY)
+    interpolate: str = param("predictions", choices=INTERPOLATE)
 
 
 @register("model_averaging")
@@ -84,15 +76,15 @@ class ModelAveraging(Algorithm):
         need = splits if self.hp.alpha is not None else tuple(dict.fromkeys(("val", *splits)))
         predict = {s: self._predictor(state, self.ctx.data(s)) for s in need}
         k = self.ctx.num_clients
-        alpha = torch.full((k,), float(self.hp.alpha)) if self.hp.alpha is not None else self.select(predict["val"])
+        alpha = torch.full((k,), float(self.hp.alpha), device=self.ctx.device) if self.hp.alpha is not None else self.select(predict["val"])
         self.ctx.diagnose("alpha", alpha)
         return {s: self._score(predict[s](alpha), self.ctx.data(s)) for s in splits}
 
     def select(self, predict: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
         """α_i per client: the grid value with the best validation score of the mixture."""
         data, k = self.ctx.data("val"), self.ctx.num_clients
-        grid = torch.tensor(self.hp.alpha_grid, dtype=torch.float32)
-        scores = [self._score(predict(torch.full((k,), float(a))), data) for a in grid]
+        grid = torch.tensor(self.hp.alpha_grid, dtype=torch.float32, device=self.ctx.device)
+        scores = [self._score(predict(torch.full((k,), float(a), device=grid.device)), data) for a in grid]
         loss = torch.stack([s["loss"] for s in scores])  # [grid, K]
         if self.hp.select_by == "acc":
             acc = torch.stack([s["acc"] for s in scores])
@@ -110,7 +102,7 @@ class ModelAveraging(Algorithm):
     def _predictor(self, state: dict, data: ClientData) -> Callable[[torch.Tensor], torch.Tensor]:
         """A function of α ``[K]`` giving every client's outputs ``[K, n, out]`` on ``data`` for that α."""
         model, local, glob = self.ctx.model, state["params"], self.ctx.broadcast(state["global"])
-        per_client = lambda a, v: a.to(v.dtype).reshape(-1, *([1] * (v.dim() - 1)))  # noqa: E731
+        per_client = lambda a, v: a.to(v).reshape(-1, *([1] * (v.dim() - 1)))  # noqa: E731
         if self.hp.interpolate == "params":
             return lambda a: outputs(model, {n: local[n] + per_client(a, v) * (glob[n] - v) for n, v in local.items()},
                                      data)

@@ -28,7 +28,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from pcl.algorithms.base import Algorithm, register
+from pcl.algorithms.base import Algorithm, LocalSGD, register
+from pcl.algorithms.hparams import param
 from pcl.engine import Params
 from pcl.engine.batches import make_plan
 from pcl.engine.pairwise import pair_diag, pair_grad_stats, pair_grads, pair_mix
@@ -39,24 +40,31 @@ WEIGHTS = ("uniform", "beta", "estimated")
 
 
 @dataclass
-class PairwiseSGDHparams:
-    """Plain SGD with step ``lr`` on minibatches of ``batch_size`` per task; a round is ``local_steps`` steps."""
+class PairwiseSGDHparams(LocalSGD):
+    """Plain SGD with step ``lr`` on minibatches of ``batch_size`` per task; a round is ``local_steps`` steps
+    (the shared local-SGD spec, with these defaults; a round is counted in steps, not epochs)."""
 
-    lr: float = 0.1
-    batch_size: int = 16
-    local_steps: int = 5
+    lr: float = param(0.1, gt=0)
+    batch_size: int = param(16, ge=1)
+    local_epochs: float | None = param(None, gt=0)
+    local_steps: int | None = param(5, ge=1)
 
     def __post_init__(self) -> None:
-        for name in ("batch_size", "local_steps"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
-        if not self.lr > 0:
-            raise ValueError(f"lr={self.lr} must be > 0")
+        super().__post_init__()
+        if self.local_steps is None:
+            raise ValueError(f"local_epochs={self.local_epochs!r}: {type(self).__qualname__} counts a round in "
+                             "local_steps; set local_steps and leave local_epochs null")
+        if self.optimizer != "sgd" or self.weight_decay or self.drop_last:
+            raise ValueError(f"optimizer={self.optimizer!r}, weight_decay={self.weight_decay}, drop_last="
+                             f"{self.drop_last}: {type(self).__qualname__} runs the paper's plain SGD steps")
 
 
 class PairwiseSGD(Algorithm):
     """Every client steps along its own combination of all tasks' gradients at its own model; subclasses say
-    which combination (``_step``) and what extra state they keep (``_extra_state``, ``_before_round``)."""
+    which combination (``_step``) and what extra state they keep (``_extra_state``, ``_before_round``).
+
+    Not ``ctx.local_train``: a step needs every task's gradient at every client's model (the K x K table of
+    ``pcl.engine.pairwise``), not each client's gradient of its own objective on its own data."""
 
     Hparams = PairwiseSGDHparams
 
@@ -66,7 +74,7 @@ class PairwiseSGD(Algorithm):
 
     def round(self, state: dict, t: int) -> dict:
         state = self._before_round(dict(state), t)
-        plan = make_plan(self.ctx.train.n, self._draw, steps=self.hp.local_steps, generator=self.ctx.rng("batches"))
+        plan = make_plan(self.ctx.train.n.cpu(), self._draw, steps=self.hp.local_steps, generator=self.ctx.rng("batches"))
         for s in range(plan.steps):
             state = self._step(state, plan.index[s])
         return state
@@ -110,29 +118,19 @@ class WGAHparams(PairwiseSGDHparams):
     EMA rate ``memory`` (None = running mean), horizon T′ = ``horizon`` (None: (2 − lr)/lr, the averaging window
     of constant-step SGD at unit curvature, as ``pcl.sim.collab_sgd.EstimatedWeights``)."""
 
-    weights: str = "estimated"
-    beta: float = 0.5
-    reestimate_every: int = 1
-    estimate_batch: int = 32
-    estimate_groups: int = 4
-    memory: float | None = 0.3
-    horizon: float | None = None
+    weights: str = param("estimated", choices=WEIGHTS)
+    beta: float = param(0.5, ge=0, le=1)
+    reestimate_every: int = param(1, ge=1)
+    estimate_batch: int = param(32, ge=2)
+    estimate_groups: int = param(4, ge=2)
+    memory: float | None = param(0.3, gt=0, le=1)
+    horizon: float | None = param(None, gt=0)
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.weights not in WEIGHTS:
-            raise ValueError(f"weights={self.weights!r}: choose one of {WEIGHTS}")
-        if not 0.0 <= self.beta <= 1.0:
-            raise ValueError(f"beta={self.beta} must lie in [0, 1]")
-        if self.reestimate_every < 1:
-            raise ValueError(f"reestimate_every={self.reestimate_every} must be >= 1")
-        if not 2 <= self.estimate_groups <= self.estimate_batch or self.estimate_batch % self.estimate_groups:
+        if self.estimate_groups > self.estimate_batch or self.estimate_batch % self.estimate_groups:
             raise ValueError(f"estimate_groups={self.estimate_groups} must split estimate_batch="
                              f"{self.estimate_batch} into >= 2 equal parts")
-        if self.memory is not None and not 0.0 < self.memory <= 1.0:
-            raise ValueError(f"memory={self.memory} must lie in (0, 1] or be None")
-        if self.horizon is not None and not self.horizon > 0:
-            raise ValueError(f"horizon={self.horizon} must be > 0 or None")
 
 
 @register("wga")
@@ -160,11 +158,11 @@ class WGA(PairwiseSGD):
     def _estimate(self, state: dict) -> dict:
         """Fold one estimate of σ_ij² and ζ_ij² into the running averages and re-solve every row's QP."""
         hp = self.hp
-        index = make_plan(self.ctx.train.n, hp.estimate_batch, steps=1, generator=self.ctx.rng("estimate")).index[0]
+        index = make_plan(self.ctx.train.n.cpu(), hp.estimate_batch, steps=1, generator=self.ctx.rng("estimate")).index[0]
         mean, var = pair_grad_stats(self.ctx.model, state["params"], *self._batch(index), groups=hp.estimate_groups)
-        var = var.double()
+        var = var.double().cpu()  # the weights' small K x K problem is solved on the CPU
         own = pair_diag(mean)  # ḡ_i(x_i)
-        gap = sum((mean[n] - own[n].unsqueeze(1)).double().pow(2).flatten(2).sum(-1) for n in mean)
+        gap = sum((mean[n] - own[n].unsqueeze(1)).double().pow(2).flatten(2).sum(-1) for n in mean).cpu()
         zeta2 = gap - (var + var.diagonal()[:, None]) / hp.estimate_batch
         zeta2.fill_diagonal_(0.0)
         mix = max(1.0 / (state["estimates"] + 1), hp.memory or 0.0)

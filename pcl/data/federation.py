@@ -105,13 +105,25 @@ class Federation:
     def input_shape(self) -> tuple[int, ...]:
         return tuple(self.pool.x.shape[1:])
 
-    def client_data(self, split: str) -> ClientData:
-        """One split of all clients as padded tensors, with each client's rotation and noise applied (cached)."""
+    def client_data(self, split: str, device: str | torch.device = "cpu") -> ClientData:
+        """One split of all clients as padded tensors, with each client's rotation and noise applied (cached).
+
+        The tensors are always built on the CPU (so they are identical on every machine), then copied to
+        ``device``; each (split, device) is built and copied once and then reused.
+        """
         if split not in SPLITS:
             raise ValueError(f"unknown split {split!r}; choose one of {SPLITS}")
         if split not in self._cache:
             self._cache[split] = self._materialize(split)
-        return self._cache[split]
+        device = torch.device(device)
+        if device.type == "cpu":
+            return self._cache[split]
+        if device.type == "cuda" and device.index is None:  # "cuda" and "cuda:0" share one copy
+            device = torch.device("cuda", torch.cuda.current_device())
+        key = (split, str(device))
+        if key not in self._cache:
+            self._cache[key] = self._cache[split].to(device)
+        return self._cache[key]
 
     def _materialize(self, split: str) -> ClientData:
         parts = self.part.split(split)

@@ -75,7 +75,21 @@ class ClientData:
     def num_clients(self) -> int:
         return int(self.n.shape[0])
 
-    def mask(self) -> "torch.Tensor":
+    @property
+    def device(self) -> "torch.device":
+        return self.x.device
+
+    def to(self, device: "str | torch.device") -> "ClientData":
+        """The same data with ``x``, ``y`` and ``n`` on ``device`` (``self`` when they are all there already)."""
         import torch
 
-        return torch.arange(self.x.shape[1]) < self.n[:, None]
+        device = torch.device(device)
+        if all(t.device == device for t in (self.x, self.y, self.n)):
+            return self
+        return ClientData(x=self.x.to(device), y=self.y.to(device), n=self.n.to(device))
+
+    def mask(self) -> "torch.Tensor":
+        """``[K, n_max]`` bool, True on each client's real rows; on the data's device."""
+        import torch
+
+        return torch.arange(self.x.shape[1], device=self.n.device) < self.n[:, None]

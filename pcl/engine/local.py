@@ -9,7 +9,8 @@ differentiable end to end (tests/test_engine.py): a hypergradient through local 
   processed in chunks sized from a memory budget, so 1,000 clients of a CNN fit in a bounded working set.
 * ``loop`` runs the same step client by client: the reference the vectorized path is tested against, and on a CPU
   the faster backend for convolutional models (vmap of a convolution batches nothing there; benchmarks/cnn.py).
-* ``auto`` picks by that measurement: the loop for models with convolutions on a CPU, vectorized otherwise.
+* ``auto`` picks by that measurement (``default_backend``): the loop for convolution-heavy models on a CPU,
+  vectorized otherwise.
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 from torch.func import grad, vmap
-from torch.utils._pytree import tree_map
+from torch.utils._pytree import tree_leaves, tree_map
 
 from pcl.data.types import ClientData
 from pcl.engine.batches import make_plan
@@ -54,10 +55,29 @@ class LocalSpec:
         return make_plan(n, self.batch_size, epochs, self.local_steps, generator, self.drop_last)
 
 
-def default_backend(model: nn.Module, device: torch.device | str = "cpu") -> str:
-    """The measured faster backend: the loop for convolutional models on a CPU, vectorized otherwise."""
-    has_conv = any(isinstance(m, nn.modules.conv._ConvNd) for m in model.modules())
-    return "loop" if has_conv and torch.device(device).type == "cpu" else "vectorized"
+CONV_MACS_FOR_LOOP = 1_000_000
+
+
+def default_backend(model: nn.Module, input_shape: tuple[int, ...], device: torch.device | str = "cpu") -> str:
+    """The measured faster backend. On a CPU, a vmapped convolution over clients batches nothing, so a model whose
+    convolutions cost >= ``CONV_MACS_FOR_LOOP`` multiply-adds per sample trains faster client by client (PFLlib's
+    MNIST CNN, 4.2 M: the loop is 1.2x the vectorized path, benchmarks/cnn.py); small models are dominated by
+    per-call overhead, which vmap removes (the 8x8 CNN, 20 K: vectorized is ~10x the loop, benchmarks/engine.py).
+    On a GPU batching is what pays: always vectorized."""
+    if torch.device(device).type != "cpu":
+        return "vectorized"
+    macs = [0]
+
+    def count(module, inputs, output):
+        macs[0] += output[0].numel() * module.weight[0].numel()  # per output element: in_channels/groups x kernel
+
+    convs = [m for m in model.modules() if isinstance(m, nn.modules.conv._ConvNd)]
+    hooks = [m.register_forward_hook(count) for m in convs]
+    with torch.no_grad():
+        model(torch.zeros(1, *input_shape, dtype=next(model.parameters()).dtype))
+    for h in hooks:
+        h.remove()
+    return "loop" if macs[0] >= CONV_MACS_FOR_LOOP else "vectorized"
 
 
 def make_step(model: nn.Module, objective: Objective, optimizer, lrs: dict[str, float]) -> Callable:
@@ -73,6 +93,12 @@ def make_step(model: nn.Module, objective: Objective, optimizer, lrs: dict[str, 
     return step
 
 
+def _tracks_gradients(*trees) -> bool:
+    """Whether any tensor carries autograd history or sits inside a torch.func transform."""
+    leaves = [t for tree in trees for t in tree_leaves(tree) if isinstance(t, torch.Tensor)]
+    return any(t.requires_grad or torch._C._functorch.is_functorch_wrapped_tensor(t) for t in leaves)
+
+
 def _rows(tree, idx):
     return tree_map(lambda v: v[idx], tree)
 
@@ -80,12 +106,16 @@ def _rows(tree, idx):
 class LocalTrainer:
     """Trains the rows of a stacked parameter set on their clients' data (see the module docstring)."""
 
-    def __init__(self, model: nn.Module, backend: str = "auto", memory_mb: float = 512.0,
-                 device: torch.device | str = "cpu") -> None:
+    def __init__(self, model: nn.Module, backend: str = "vectorized", memory_mb: float = 512.0,
+                 device: torch.device | str = "cpu", input_shape: tuple[int, ...] | None = None) -> None:
         if backend not in BACKENDS:
             raise ValueError(f"train.engine: unknown backend {backend!r}; choose one of {BACKENDS}")
+        if backend == "auto":
+            if input_shape is None:
+                raise ValueError("LocalTrainer: backend 'auto' needs the input_shape to measure the model")
+            backend = default_backend(model, input_shape, device)
         self.model = model
-        self.backend = default_backend(model, device) if backend == "auto" else backend
+        self.backend = backend
         self.memory_mb = memory_mb
         self._activations: int | None = None
 
@@ -137,8 +167,13 @@ class LocalTrainer:
         return {n: torch.cat([q[n] for q in parts])[inverse] for n in trained}
 
     def _loop(self, step, optimizer, trained, frozen, extras, data, clients, plan, batch):
-        """Reference path: one client at a time through the same pure step, no vmap, chunks or ordering."""
-        out = {n: [] for n in trained}
+        """Reference path: one client at a time through the same pure step, no vmap, chunks or ordering.
+
+        Results go straight into one preallocated stack unless a gradient flows through them (a hypergradient):
+        then they are kept and stacked, which autograd and torch.func can differentiate."""
+        differentiable = _tracks_gradients(trained, frozen, extras)
+        out = {n: [] if differentiable else torch.empty_like(v, memory_format=torch.contiguous_format)
+               for n, v in trained.items()}
         for j, c in enumerate(clients.tolist()):
             p, f, e = _rows(trained, j), _rows(frozen, j), _rows(extras, j)
             state = optimizer.init(p)
@@ -146,8 +181,11 @@ class LocalTrainer:
                 idx = plan.index[s, j].to(data.x.device)
                 p, state = step(p, f, state, data.x[c, idx], data.y[c, idx], e, s + 1)
             for n in out:
-                out[n].append(p[n])
-        return {n: torch.stack(v) for n, v in out.items()}
+                if differentiable:
+                    out[n].append(p[n])
+                else:
+                    out[n][j] = p[n]
+        return {n: torch.stack(v) for n, v in out.items()} if differentiable else out
 
     def _chunk_size(self, trained: Params, frozen: Params, batch: int, data: ClientData) -> int:
         """Clients per vectorized chunk so that the working set stays within ``memory_mb``: per client, the

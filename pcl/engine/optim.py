@@ -21,7 +21,7 @@ class SGD:
         return {}
 
     def update(self, params: Params, grads: Params, state: dict, lrs: dict[str, float], t: int):
-        out = {n: p - lrs[n] * (grads[n] + self.wd * p if self.wd else grads[n]) for n, p in params.items()}
+        out = {n: torch.add(p, grads[n] + self.wd * p if self.wd else grads[n], alpha=-lrs[n]) for n, p in params.items()}
         return out, state
 
 

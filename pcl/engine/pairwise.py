@@ -63,7 +63,7 @@ def pair_grad_stats(model: nn.Module, params: Params, x: torch.Tensor, y: torch.
 
 def pair_mix(weights: torch.Tensor, table: Params) -> Params:
     """Row i of the result is Σ_j weights[i, j]·table[i, j]: each client's weighted average of its pair entries."""
-    return {n: torch.einsum("ij,ij...->i...", weights.to(v.dtype), v) for n, v in table.items()}
+    return {n: torch.einsum("ij,ij...->i...", weights.to(v), v) for n, v in table.items()}
 
 
 def pair_diag(table: Params) -> Params:

@@ -98,38 +98,61 @@ class MLP(_Grouped):
 
 
 class CNN(_Grouped):
-    """LeNet-style CNN (DAC's CIFAR model: conv-pool-conv-pool-fc-fc-fc) sized for 8x8, 28x28 and 32x32 inputs.
+    """LeNet-style CNN: ``len(channels)`` blocks conv-ReLU-maxpool(2), then ``len(hidden)`` ReLU linear layers, then
+    the output head. The default (channels (6, 16), hidden (120, 84)) is DAC's CIFAR model,
+    conv-pool-conv-pool-fc-fc-fc.
 
-    Small inputs (8x8 digits) use 3x3 convolutions with padding so that two poolings still leave a 2x2 map.
+    ``kernel``/``padding`` default to a choice by input size: 8x8 digits (smaller than 16) use 3x3 convolutions with
+    padding 1 (``kernel // 2``) so that two poolings still leave a 2x2 map; larger inputs use 5x5 without padding.
+    Modules are named ``conv1..``, ``adapter1..`` (optional zero-initialised 1x1 adapters after each conv),
+    ``fc1..`` and ``head``; groups: ``input`` = conv1, ``head`` = head, ``adapter`` = the adapters.
+
+    PFLlib's MNIST ``FedAvgCNN`` (582,026 parameters on 1x28x28) is the config
+    ``{name: cnn, channels: [32, 64], hidden: [512], kernel: 5, padding: 0}``.
     """
 
     group_prefixes = {"input": ("conv1.",), "head": ("head.",), "adapter": ("adapter",)}
 
-    def __init__(self, input_shape: tuple[int, ...], num_outputs: int, channels: tuple[int, int] = (6, 16),
-                 hidden: tuple[int, int] = (120, 84), adapter: bool = False) -> None:
+    def __init__(self, input_shape: tuple[int, ...], num_outputs: int, channels: list[int] | tuple[int, ...] = (6, 16),
+                 hidden: list[int] | tuple[int, ...] = (120, 84), kernel: int | None = None, padding: int | None = None,
+                 adapter: bool = False) -> None:
         super().__init__()
         if len(input_shape) != 3:
             raise ValueError(f"model 'cnn' needs image inputs [C, H, W], got shape {tuple(input_shape)}")
+        if len(channels) < 1:
+            raise ValueError("model.channels: a CNN needs at least one convolution (use 'mlp' otherwise)")
+        if any(int(v) < 1 for v in [*channels, *hidden]):
+            raise ValueError(f"model: channels and hidden widths must be >= 1, got {list(channels)}, {list(hidden)}")
         c, h, w = input_shape
-        k, pad = (3, 1) if min(h, w) < 16 else (5, 0)
-        self.conv1 = nn.Conv2d(c, channels[0], k, padding=pad)
-        self.conv2 = nn.Conv2d(channels[0], channels[1], k, padding=pad)
-        self.adapter1 = ConvAdapter(channels[0]) if adapter else None
-        self.adapter2 = ConvAdapter(channels[1]) if adapter else None
-        for _ in range(2):
+        small = min(h, w) < 16
+        k = kernel if kernel is not None else (3 if small else 5)
+        pad = padding if padding is not None else (k // 2 if small else 0)
+        if k < 1 or pad < 0:
+            raise ValueError(f"model: kernel must be >= 1 and padding >= 0, got kernel {k}, padding {pad}")
+        self.num_convs, self.num_hidden = len(channels), len(hidden)
+        dims = [c, *channels]
+        for i, (a, b) in enumerate(zip(dims[:-1], dims[1:]), 1):  # registration order = parameter order (as before)
+            self.add_module(f"conv{i}", nn.Conv2d(a, b, k, padding=pad))
             h, w = (h + 2 * pad - k + 1) // 2, (w + 2 * pad - k + 1) // 2
-        self.fc1 = nn.Linear(channels[1] * h * w, hidden[0])
-        self.fc2 = nn.Linear(hidden[0], hidden[1])
-        self.head = nn.Linear(hidden[1], num_outputs)
+            if min(h, w) < 1:
+                raise ValueError(f"model 'cnn': input {tuple(input_shape)} is too small for {len(channels)} "
+                                 f"conv(kernel {k}, padding {pad}) + pool(2) blocks")
+        for i, ch in enumerate(channels, 1):
+            self.add_module(f"adapter{i}", ConvAdapter(ch) if adapter else None)
+        widths = [channels[-1] * h * w, *hidden]
+        for i, (a, b) in enumerate(zip(widths[:-1], widths[1:]), 1):
+            self.add_module(f"fc{i}", nn.Linear(a, b))
+        self.head = nn.Linear(widths[-1], num_outputs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = F.relu(self.conv1(x))
-        if self.adapter1 is not None:
-            h = self.adapter1(h)
-        h = F.max_pool2d(h, 2)
-        h = F.relu(self.conv2(h))
-        if self.adapter2 is not None:
-            h = self.adapter2(h)
-        h = F.max_pool2d(h, 2)
-        h = F.relu(self.fc1(h.flatten(1)))
-        return self.head(F.relu(self.fc2(h)))
+        h = x
+        for i in range(1, self.num_convs + 1):
+            h = F.relu(getattr(self, f"conv{i}")(h))
+            adapter = getattr(self, f"adapter{i}")
+            if adapter is not None:
+                h = adapter(h)
+            h = F.max_pool2d(h, 2)
+        h = h.flatten(1)
+        for i in range(1, self.num_hidden + 1):
+            h = F.relu(getattr(self, f"fc{i}")(h))
+        return self.head(h)

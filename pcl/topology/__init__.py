@@ -1,4 +1,5 @@
-"""Communication graphs (static, directed, time-varying stochastic) and their mixing matrices."""
+"""Communication graphs (static, directed, time-varying stochastic), their mixing matrices, and torch gossip."""
+from pcl.topology.gossip import debias, gossip, push_sum
 from pcl.topology.graphs import (
     GRAPH_NAMES,
     Graph,
@@ -20,17 +21,23 @@ from pcl.topology.mixing import (
     spectral_gap,
     uniform,
 )
+from pcl.topology.topology import MIXING_RULES, Topology
 
 __all__ = [
     "GRAPH_NAMES",
     "Graph",
+    "MIXING_RULES",
+    "Topology",
     "complete",
+    "debias",
     "erdos_renyi",
+    "gossip",
     "is_connected",
     "k_regular",
     "local",
     "make_graph",
     "metropolis_hastings",
+    "push_sum",
     "push_sum_average",
     "push_sum_step",
     "push_sum_weights",

@@ -103,6 +103,15 @@ def run_config(name: str, alg: str, setting: str, seed) -> dict:
             "algorithms": {alg: {setting: exp["algorithms"][alg][setting]}}, "seeds": [int(seed)]}
 
 
+def train_gpus(name: str) -> int:
+    """GPUs one train job of experiment ``name`` asks for: 1 where `train.device` is cuda or auto, else 0.
+
+    A resource like any other (`--set-resources train:gpu=0` overrides it); snakemake-executor-plugin-slurm
+    submits a job with gpu=N as `sbatch --gpus=N` (add `gpu_model` for `--gpus=<model>:N`).
+    """
+    return 1 if experiment(name)["train"].get("device", "cpu") in ("cuda", "auto") else 0
+
+
 def federation_dir(name: str) -> str:
     """data/federations/<hash>: experiments with the same data spec share one federation."""
     return f"{DATA}/federations/{spec_hash(experiment(name)['data'])}"

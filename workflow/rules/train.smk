@@ -46,6 +46,7 @@ rule train:
     resources:
         mem_mb=1000,
         runtime=60,
+        gpu=lambda w: train_gpus(w.exp),  # the SLURM plugin turns gpu=1 into `sbatch --gpus=1`; 0 adds nothing
     shell:
         THREADS_ENV + " pcl train {input.config:q} {input.federation:q} $(dirname {output.run:q})"
         " --algorithm {wildcards.alg} --setting {wildcards.setting} --seed {wildcards.seed}"
