@@ -147,22 +147,25 @@ class LocalTrainer:
         vstep = vmap(step, in_dims=(0, 0, 0, 0, 0, 0, None))
         chunk = self._chunk_size(trained, frozen, batch, data)
         parts = []
+        whole = chunk >= len(order) and torch.equal(order, torch.arange(len(order)))  # nothing to reorder or split
         for lo in range(0, len(order), chunk):
             sel = order[lo:lo + chunk]
-            p, f, e = _rows(trained, sel), _rows(frozen, sel), _rows(extras, sel)
+            p, f, e = (trained, frozen, extras) if whole else (_rows(trained, sel), _rows(frozen, sel), _rows(extras, sel))
             state, rows, todo = optimizer.init(p), clients[sel].to(data.x.device), counts[sel]
             for s in range(int(todo[0])):
                 a = int((todo > s).sum())  # the clients still training form a prefix
                 idx = plan.index[s, sel[:a]].to(data.x.device)
                 x, y = data.x[rows[:a, None], idx], data.y[rows[:a, None], idx]
-                head, state_head = vstep(_rows(p, slice(a)), _rows(f, slice(a)), _rows(state, slice(a)), x, y,
-                                         _rows(e, slice(a)), s + 1)
                 if a == len(sel):
-                    p, state = head, state_head
+                    p, state = vstep(p, f, state, x, y, e, s + 1)
                 else:
+                    head, state_head = vstep(_rows(p, slice(a)), _rows(f, slice(a)), _rows(state, slice(a)), x, y,
+                                             _rows(e, slice(a)), s + 1)
                     join = lambda new, old: torch.cat([new, old[a:]])  # noqa: E731
                     p, state = tree_map(join, head, p), tree_map(join, state_head, state)
             parts.append(p)
+        if whole:
+            return parts[0]
         inverse = torch.argsort(order)
         return {n: torch.cat([q[n] for q in parts])[inverse] for n in trained}
 
