@@ -105,3 +105,26 @@ def test_fedprox_pulls_local_models_to_the_global_one(digits_fed):
         return sum(float((after["global"][k] - state["global"][k]).norm()) for k in state["global"])
     d0, d1, d10 = drift(0.0), drift(1.0), drift(10.0)
     assert d0 > d1 > d10 > 0
+
+
+def test_trainable_specs_and_group_step_sizes(digits_fed):
+    ctx = _algorithm("local", digits_fed).ctx
+    names = [n for n, _ in ctx.model.named_parameters()]
+    head = ["head.weight", "head.bias"]
+    assert ctx.trainable(None) is None and ctx.trainable("all") is None
+    assert ctx.trainable("head") == head
+    assert ctx.trainable("-head") == [n for n in names if n not in head]
+    assert ctx.trainable(["input", "head.bias"]) == ["layers.0.weight", "layers.0.bias", "head.bias"]
+    with pytest.raises(ValueError, match="unknown parameter group"):
+        ctx.trainable("heads")
+    with pytest.raises(ValueError, match="selects no parameter"):
+        ctx.trainable(["head", "-head"])
+    hp = make_hparams(ALGORITHMS["local"].Hparams, {"lr": 0.1, "local_steps": 1, "local_epochs": None})
+    p0 = ctx.broadcast(ctx.init_params())
+    everyone = torch.arange(ctx.num_clients)
+    frozen_head = ctx.local_train(p0, everyone, hp, group_lr={"head": 0.0})
+    assert torch.equal(frozen_head["head.weight"], p0["head.weight"])
+    assert not torch.equal(frozen_head["layers.0.weight"], p0["layers.0.weight"])
+    only_head = ctx.local_train(p0, everyone, hp, trainable="-input")
+    assert torch.equal(only_head["layers.0.weight"], p0["layers.0.weight"])
+    assert not torch.equal(only_head["head.weight"], p0["head.weight"])
