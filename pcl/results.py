@@ -72,11 +72,26 @@ def load_runs(run_dirs: Iterable[str | os.PathLike]) -> pd.DataFrame:
         if key in seen:
             raise ValueError(f"{run_dir} and {seen[key]} are both run {_run_name(key)}")
         seen[key] = run_dir
-        frames.append(_read_metrics(run_dir / "metrics.csv").assign(**info))
+        metrics = _read_metrics(run_dir / "metrics.csv")
+        _check_finished(run_dir, metrics)
+        frames.append(metrics.assign(**info))
     if not frames:
         raise ValueError("no run directories given")
     table = pd.concat(frames, ignore_index=True)[[*RUN_JSON_KEYS, *METRIC_COLUMNS]]
     return table.sort_values([*RUN_KEYS, "split", "round", "client", "metric"], ignore_index=True)
+
+
+def _check_finished(run_dir: Path, metrics: pd.DataFrame) -> None:
+    """A run whose metrics stop before its configured last round (truncated or unfinished) must not be summarized:
+    its "final" would silently be an earlier round."""
+    config = json.loads((run_dir / "run.json").read_text(encoding="utf-8")).get("config") or {}
+    rounds = (config.get("train") or {}).get("rounds")
+    if not isinstance(rounds, int) or isinstance(rounds, bool):
+        raise ValueError(f"run file {run_dir / 'run.json'} lacks config.train.rounds (the configured last round)")
+    last = int(metrics["round"].max()) if len(metrics) else None
+    if last != rounds:
+        raise ValueError(f"{run_dir / 'metrics.csv'} ends at round {last} but the run is configured for {rounds} "
+                         "rounds: truncated or unfinished; rerun it")
 
 
 def _read_run_json(path: Path) -> dict:

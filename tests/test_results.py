@@ -26,8 +26,8 @@ def write_run(root, algorithm, seed, test, val=None, *, setting="default", exper
                 rows += [(rnd, client, split, metric, value), (rnd, client, split, "loss", 1.0 - value),
                          (rnd, client, split, "n", count)]
     pd.DataFrame(rows, columns=results.METRIC_COLUMNS).to_csv(run_dir / "metrics.csv", index=False)
-    info = {"experiment": experiment, "algorithm": algorithm, "setting": setting, "seed": seed, "config": {},
-            "federation_sha256": federation}
+    info = {"experiment": experiment, "algorithm": algorithm, "setting": setting, "seed": seed,
+            "config": {"train": {"rounds": max(max(test), max(val))}}, "federation_sha256": federation}
     (run_dir / "run.json").write_text(json.dumps(info))
     return run_dir
 
@@ -284,3 +284,16 @@ def test_duplicate_runs_and_missing_split_are_rejected(tmp_path):
     table[table["split"] != "val"].to_csv(run / "metrics.csv", index=False)
     with pytest.raises(ValueError, match="run exp:fedavg/default seed 0 has no 'val' evaluation"):
         results.client_metrics(results.load_runs([run]))
+
+
+def test_summarize_refuses_a_truncated_or_unfinished_run(tmp_path):
+    run = write_run(tmp_path, "local", 0, {1: [0.5, 0.3], 2: [0.6, 0.4]})
+    metrics = pd.read_csv(run / "metrics.csv")
+    metrics[metrics["round"] == 1].to_csv(run / "metrics.csv", index=False)  # the last round's rows are lost
+    with pytest.raises(ValueError, match="ends at round 1 but the run is configured for 2 rounds"):
+        results.load_runs([run])
+    info = json.loads((run / "run.json").read_text())
+    info["config"] = {}
+    (run / "run.json").write_text(json.dumps(info))
+    with pytest.raises(ValueError, match="lacks config.train.rounds"):
+        results.load_runs([run])
