@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Optional
@@ -15,7 +16,25 @@ DataRoot = typer.Option("data/raw", "--data-root", help="Cache folder of downloa
 Scale = typer.Option("small", "--scale", help="Experiment scale: 'small' (the file as written) or one of its scales.")
 
 
+_DEBUG = {"on": False}
+
+
+@app.callback()
+def _main(debug: bool = typer.Option(False, "--debug", help="Show the full traceback of an error (or PCL_DEBUG=1).")
+          ) -> None:
+    """pcl: personalized collaborative learning, reproduced."""
+    _DEBUG["on"] = debug
+
+
+def _debug() -> bool:
+    return _DEBUG["on"] or os.environ.get("PCL_DEBUG", "") not in ("", "0")
+
+
 def _fail(err: Exception) -> None:
+    """A user-facing failure: one ``error: ...`` line and exit code 2; ``--debug``/PCL_DEBUG=1 re-raises it instead,
+    with its traceback. Call from inside the ``except`` block."""
+    if _debug():
+        raise err
     typer.echo(f"error: {err}", err=True)
     raise typer.Exit(code=2)
 
@@ -33,7 +52,7 @@ def partition(config: Path, out: Path, data_root: Path = DataRoot, scale: str = 
             raise ValueError(f"{config}: has no 'data' section to partition")
         fed = Federation.build(cfg["data"], data_root)
         sha = fed.save(out)
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, OSError) as err:
         _fail(err)
     client_counts(json.loads((out / "stats.json").read_text()), out / "counts.png")
     typer.echo(f"{out}/federation.npz: {fed.num_clients} clients, sha256 {sha}")
@@ -47,7 +66,7 @@ def download(config: Path, data_root: Path = DataRoot, scale: str = Scale) -> No
 
     try:
         pool = load_source(load_experiment(config, scale)["data"]["source"], data_root)
-    except (ValueError, FileNotFoundError, KeyError) as err:
+    except (ValueError, OSError, KeyError) as err:
         _fail(err)
     typer.echo(f"{pool.name}: {len(pool.y)} samples ready")
 
@@ -66,6 +85,10 @@ def train(config: Path, federation: Path, out: Path,
     from pcl.run import train as run_train
 
     try:
+        if threads < 1:
+            raise ValueError(f"--threads must be >= 1, got {threads}")
+        if seed < 0:
+            raise ValueError(f"--seed must be >= 0 (the schema's seeds are non-negative), got {seed}")
         cfg = load_experiment(config, scale)
         if engine is not None:
             if engine not in ("vectorized", "loop"):
@@ -73,7 +96,7 @@ def train(config: Path, federation: Path, out: Path,
             cfg["train"] = {**cfg["train"], "engine": engine}
         rec = run_train(cfg, federation, out, algorithm=algorithm, setting=setting, seed=seed, data_root=data_root,
                         threads=threads, progress=progress and sys.stderr.isatty())
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, OSError) as err:  # config, hyperparameters, divergence; missing files, output folder, lock
         _fail(err)
     typer.echo(f"{out}: {rec['algorithm']}/{rec['setting']} seed={rec['seed']} in {rec['wall_time_s']:.1f} s")
 
@@ -89,7 +112,7 @@ def simulate(config: Path, out: Path, scale: str = Scale) -> None:
         if cfg["kind"] != "simulation":
             raise ValueError(f"{config}: kind is {cfg['kind']!r}; `pcl simulate` runs kind 'simulation'")
         run_simulation(cfg, out)
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, OSError) as err:
         _fail(err)
     typer.echo(f"{out}: simulation {cfg['name']} done")
 
@@ -101,7 +124,7 @@ def summarize(runs: list[Path], out: Path = typer.Option(..., help="Folder for s
 
     try:
         table = run_summarize(runs, out)
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, OSError) as err:
         _fail(err)
     typer.echo(f"{out}/summary.csv: {len(table)} rows from {len(runs)} runs")
 
@@ -113,7 +136,7 @@ def diff(results_a: Path, results_b: Path) -> None:
 
     try:
         table = run_diff(read_run_stats(results_a), read_run_stats(results_b))
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, OSError) as err:
         _fail(err)
     typer.echo(format_diff(table, str(results_a), str(results_b)))
 
@@ -126,7 +149,7 @@ def validate(configs: list[Path], scale: str = Scale) -> None:
     for c in configs:
         try:
             load_experiment(c, scale)
-        except ValueError as err:
+        except (ValueError, OSError) as err:
             _fail(err)
         typer.echo(f"{c}: ok")
 

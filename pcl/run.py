@@ -8,8 +8,11 @@ hash, code version, engine backend, wall time, peak memory). All are written ato
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import io
+import os
 import platform
 import resource
 import subprocess
@@ -33,6 +36,79 @@ from pcl.rng import derive
 from pcl.topology import Topology
 
 EVAL_SPLITS = ("val", "test")
+
+
+class DivergenceError(ValueError):
+    """Training produced a non-finite loss or parameter: the run stops instead of recording NaNs as a result."""
+
+
+class OutputLockedError(OSError):
+    """Another process holds the output folder's lock: two writers would interleave checkpoints and results."""
+
+
+class OutputDirError(OSError):
+    """The output folder cannot be created or written: found before training, not after the last round."""
+
+
+def _check_out_dir(out_dir: Path) -> None:
+    """Create ``out_dir`` and write/remove a probe file, so an unwritable folder fails before any round runs."""
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        probe = out_dir / f".probe-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        raise OutputDirError(f"output folder {out_dir} is not writable: {err.strerror or err}") from None
+
+
+@contextlib.contextmanager
+def _locked(out_dir: Path):
+    """Hold an advisory ``flock`` on ``out_dir/.lock`` (non-blocking; the file holds the PID) for the whole run, so a
+    second writer into the same folder fails at once instead of clobbering the first one's files."""
+    path = out_dir / ".lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+            raise OutputLockedError(f"output folder {out_dir} is in use by another pcl run (pid {holder}); "
+                                    f"lock file {path}") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        try:
+            yield
+        finally:
+            os.ftruncate(fd, 0)  # an empty lock file is left: run folders stay byte-identical across runs
+    finally:
+        os.close(fd)  # closing the only descriptor releases the lock; the file stays (unlinking it would race)
+
+
+def _nonfinite_clients(params: dict[str, torch.Tensor], k: int) -> list[int]:
+    """Clients whose parameters have a NaN/inf: one isfinite pass per tensor; a tensor without a leading client
+    dimension (a shared/global model) taints every client."""
+    bad = torch.zeros(k, dtype=torch.bool)
+    for v in params.values():
+        if not torch.is_tensor(v) or not v.is_floating_point():
+            continue
+        if v.dim() >= 1 and v.shape[0] == k:
+            bad |= ~torch.isfinite(v.reshape(k, -1)).all(dim=1).cpu()
+        elif not bool(torch.isfinite(v).all()):
+            bad[:] = True
+    return bad.nonzero().flatten().tolist()
+
+
+def _model_params(state, names: set[str]):
+    """The parameter sets inside an algorithm state (dicts keyed by the model's parameter names), at any depth."""
+    if isinstance(state, dict):
+        if state and set(state) == names:
+            yield state
+        else:
+            for v in state.values():
+                yield from _model_params(v, names)
+    elif isinstance(state, (list, tuple)):
+        for v in state:
+            yield from _model_params(v, names)
 
 
 def code_version() -> dict:
@@ -75,14 +151,51 @@ def _rows(t: int, split: str, metrics: dict[str, torch.Tensor]) -> list[tuple]:
     return out
 
 
+def _diverged(what: str, where: str, t: int, clients: list[int]) -> DivergenceError:
+    shown = ", ".join(map(str, clients[:5])) + (f", ... ({len(clients)} in all)" if len(clients) > 5 else "")
+    return DivergenceError(f"training diverged ({where}): non-finite {what} after round {t}, clients {shown}; "
+                           f"try a smaller learning rate")
+
+
 def train(config: dict, federation: str | Path, out_dir: str | Path, *, algorithm: str | None = None,
           setting: str | None = None, seed: int = 0, data_root: str | Path = "data/raw", threads: int = 1,
           progress: bool = True) -> dict:
-    """Run one training job; returns the run record (also written to ``run.json``)."""
-    torch.set_num_threads(threads)
-    start = time.time()
+    """Run one training job; returns the run record (also written to ``run.json``). The output folder is checked
+    for writability and locked first; a diverging run raises ``DivergenceError`` and writes no results."""
+    if threads < 1:
+        raise ValueError(f"threads must be >= 1, got {threads}")
+    if int(seed) < 0:
+        raise ValueError(f"seed must be >= 0, got {seed}")
     out_dir = Path(out_dir)
     algorithm, setting, overrides = resolve(config, algorithm, setting)
+    _check_out_dir(out_dir)
+    with _locked(out_dir):
+        return _train(config, federation, out_dir, algorithm, setting, overrides, int(seed), data_root, threads,
+                      progress)
+
+
+def _load_checkpoint(ckpt: Path):
+    """The saved checkpoint, or None (and it is moved aside to ``checkpoint.pt.corrupt-<n>``) when it cannot be read:
+    a truncated or foreign file must not block the job forever; the run then starts from scratch."""
+    try:
+        saved = torch.load(ckpt, weights_only=True)  # plain tensors and containers: a crafted file cannot run code
+        saved = {k: saved[k] for k in ("key", "state", "rows", "diagnostics", "round")}
+    except Exception as err:  # noqa: BLE001 - whatever the unpickler or a missing key raises
+        n = 1
+        while (aside := ckpt.with_name(f"{ckpt.name}.corrupt-{n}")).exists():
+            n += 1
+        os.replace(ckpt, aside)
+        reason = (str(err).splitlines() or [""])[0][:160]
+        print(f"warning: unreadable checkpoint {ckpt} ({type(err).__name__}: {reason}); moved to {aside.name}, "
+              f"starting from scratch", file=sys.stderr)
+        return None
+    return saved
+
+
+def _train(config: dict, federation, out_dir: Path, algorithm: str, setting: str, overrides: dict, seed: int,
+           data_root, threads: int, progress: bool) -> dict:
+    torch.set_num_threads(threads)
+    start = time.time()
     cls = ALGORITHMS[algorithm]
     hp = make_hparams(cls.Hparams, overrides)
     fed = Federation.load(federation, data_root)
@@ -98,14 +211,25 @@ def train(config: dict, federation: str | Path, out_dir: str | Path, *, algorith
     key = {"config": config, "algorithm": algorithm, "setting": setting, "seed": seed, "federation": fed.sha256}
 
     state, rows, diag, first = None, [], [], 0
-    if ckpt.exists():
-        saved = torch.load(ckpt, weights_only=True)  # plain tensors and containers: a crafted file cannot run code
+    saved = _load_checkpoint(ckpt) if ckpt.exists() else None
+    if saved is not None:
         if saved["key"] == key:
             state, rows, diag, first = saved["state"], saved["rows"], saved["diagnostics"], saved["round"]
             print(f"resuming {algorithm}/{setting}/seed={seed} from round {first}", file=sys.stderr)
     if state is None:
         ctx.rngs.begin("init", 0)
         state = alg.init()
+
+    names = {n for n, _ in model.named_parameters()}
+    where = f"experiment {config.get('name')!r}, algorithm {algorithm}, setting {setting}, seed {seed}"
+
+    def check_params(t: int) -> None:
+        """After each round: the personalized parameters are computed from the parameter sets in the state (a
+        fedavg_ft fine-tune is caught by the evaluation-loss check), so checking those is cheap and sufficient."""
+        found = list(_model_params(state, names)) or [alg.personalized(state)]  # fallback: an unusual state layout
+        bad = sorted(set().union(*(_nonfinite_clients(p, fed.num_clients) for p in found)))
+        if bad:
+            raise _diverged("parameters", where, t, bad)
 
     def collect(t: int) -> None:
         for name, value in ctx.take_diagnostics().items():
@@ -127,11 +251,16 @@ def train(config: dict, federation: str | Path, out_dir: str | Path, *, algorith
                 ctx.rngs.begin("finish", t)
                 state = alg.finish(state)
             collect(done)
+            check_params(done)
             if done % every == 0 or done == rounds:
                 summary = []
                 ctx.rngs.begin("eval", done)
                 evaluated = alg.evaluate(state, EVAL_SPLITS)
                 collect(done)
+                for split, m in evaluated.items():
+                    bad = _nonfinite_clients({"loss": m["loss"]}, fed.num_clients) if "loss" in m else []
+                    if bad:
+                        raise _diverged(f"{split} loss", where, done, bad)
                 for split, m in evaluated.items():
                     rows.extend(_rows(done, split, m))
                     score = "acc" if "acc" in m else "mse"

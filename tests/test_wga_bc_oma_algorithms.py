@@ -16,7 +16,7 @@ from pcl.data.federation import Federation
 from pcl.data.types import ClientData
 from pcl.engine import LocalTrainer, broadcast, evaluate, task_loss
 from pcl.engine.batches import make_plan
-from pcl.engine.pairwise import pair_grad_stats, pair_grads
+from pcl.engine.pairwise import mixed_grads, own_grads, pair_grad_stats, pair_grads
 from pcl.models import build_model
 from pcl import diagnostics
 from pcl.run import train
@@ -72,6 +72,25 @@ def test_pair_gradients_equal_a_double_loop(digits_fed):
             torch.testing.assert_close(var3[i, j], trace3, rtol=1e-5, atol=1e-7)
     with pytest.raises(ValueError, match="groups=4"):
         pair_grad_stats(model, params, x, y, groups=4)
+
+
+def test_mixed_own_and_gap_statistics_equal_the_double_loop(digits_fed):
+    """The training steps' weighted rows, computed without the K x K table (and in chunks of one model)."""
+    alg = _alg("local", digits_fed)
+    model, data = alg.ctx.model, alg.ctx.train
+    params = alg.ctx.init_params(independent=4)
+    x, y = data.x[:4, :6], data.y[:4, :6]
+    w = torch.rand(4, 4, generator=torch.Generator().manual_seed(0))
+    mixed, own = mixed_grads(model, params, x, y, w, max_rows=24), own_grads(model, params, x, y)
+    gaps, _ = pair_grad_stats(model, params, x, y, groups=3, gaps=True, max_elements=1)  # chunks of one model
+    for i in range(4):
+        p_i = {n: v[i] for n, v in params.items()}
+        g = [_grad(model, p_i, x[j], y[j]) for j in range(4)]
+        for n in g[0]:
+            torch.testing.assert_close(mixed[n][i], sum(w[i, j] * g[j][n] for j in range(4)), rtol=1e-5, atol=1e-6)
+            torch.testing.assert_close(own[n][i], g[i][n], rtol=0, atol=1e-6)
+        gap = [sum(((g[j][n] - g[i][n]) ** 2).sum() for n in g[0]) for j in range(4)]
+        torch.testing.assert_close(gaps[i], torch.stack(gap).double(), rtol=1e-4, atol=1e-8)
 
 
 # ------------------------------------------------------------------------------------------ special cases

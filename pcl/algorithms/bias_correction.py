@@ -31,7 +31,6 @@ from pcl.algorithms.hparams import param
 from pcl.algorithms.wga import PairwiseSGD, PairwiseSGDHparams
 from pcl.engine import Params
 from pcl.engine.batches import make_plan
-from pcl.engine.pairwise import pair_diag, pair_mix
 from pcl.sim.collab_sgd import bc_weights
 
 
@@ -67,8 +66,7 @@ class BiasCorrection(PairwiseSGD):
         hp, params, c, w = self.hp, state["params"], state["c"], state["weights"]
         alpha = hp.a if hp.alpha is None else hp.alpha
         first, second = index.split(hp.batch_size, dim=1) if hp.fresh_samples else (index, index)
-        grads = self._grads(params, first)
-        own, others = pair_diag(grads), pair_mix(w, grads)
+        own, others = self._own(params, first), self._mixed(w, params, first)
         direction = {n: alpha * own[n] + (1 - alpha) * (others[n] + c[n]) for n in params}
         bias = self._bias(w, params, second) if hp.fresh_samples else {n: own[n] - others[n] for n in params}
         c = {n: c[n] + hp.a * (bias[n] - c[n]) for n in params}
@@ -76,6 +74,5 @@ class BiasCorrection(PairwiseSGD):
 
     def _bias(self, weights: torch.Tensor, params: Params, index: torch.Tensor) -> Params:
         """One sample of g_i(x_i) − Σ_j w_ij g_j(x_i) per client."""
-        grads = self._grads(params, index)
-        own, others = pair_diag(grads), pair_mix(weights, grads)
+        own, others = self._own(params, index), self._mixed(weights, params, index)
         return {n: own[n] - others[n] for n in params}

@@ -32,7 +32,7 @@ from pcl.algorithms.base import Algorithm, LocalSGD, register
 from pcl.algorithms.hparams import param
 from pcl.engine import Params
 from pcl.engine.batches import make_plan
-from pcl.engine.pairwise import pair_diag, pair_grad_stats, pair_grads, pair_mix
+from pcl.engine.pairwise import mixed_grads, own_grads, pair_grad_stats
 from pcl.sim.collab_sgd import wga_weights
 from pcl.theory.wga import optimal_weights
 
@@ -102,8 +102,12 @@ class PairwiseSGD(Algorithm):
         rows = torch.arange(self.ctx.num_clients)[:, None]
         return self.ctx.train.x[rows, index], self.ctx.train.y[rows, index]
 
-    def _grads(self, params: Params, index: torch.Tensor) -> Params:
-        return pair_grads(self.ctx.model, params, *self._batch(index))
+    def _mixed(self, weights: torch.Tensor, params: Params, index: torch.Tensor) -> Params:
+        """Row i: sum_j weights[i, j] g_j(x_i) on the tasks' batches ``index``."""
+        return mixed_grads(self.ctx.model, params, *self._batch(index), weights)
+
+    def _own(self, params: Params, index: torch.Tensor) -> Params:
+        return own_grads(self.ctx.model, params, *self._batch(index))
 
     def _descend(self, params: Params, direction: Params) -> Params:
         return {n: p - self.hp.lr * direction[n] for n, p in params.items()}
@@ -152,17 +156,16 @@ class WGA(PairwiseSGD):
         return state
 
     def _step(self, state: dict, index: torch.Tensor) -> dict:
-        direction = pair_mix(state["weights"], self._grads(state["params"], index))
+        direction = self._mixed(state["weights"], state["params"], index)
         return {**state, "params": self._descend(state["params"], direction)}
 
     def _estimate(self, state: dict) -> dict:
         """Fold one estimate of σ_ij² and ζ_ij² into the running averages and re-solve every row's QP."""
         hp = self.hp
         index = make_plan(self.ctx.train.n.cpu(), hp.estimate_batch, steps=1, generator=self.ctx.rng("estimate")).index[0]
-        mean, var = pair_grad_stats(self.ctx.model, state["params"], *self._batch(index), groups=hp.estimate_groups)
-        var = var.double().cpu()  # the weights' small K x K problem is solved on the CPU
-        own = pair_diag(mean)  # ḡ_i(x_i)
-        gap = sum((mean[n] - own[n].unsqueeze(1)).double().pow(2).flatten(2).sum(-1) for n in mean).cpu()
+        gap, var = pair_grad_stats(self.ctx.model, state["params"], *self._batch(index), groups=hp.estimate_groups,
+                                   gaps=True)  # ‖ḡ_j(x_i) − ḡ_i(x_i)‖², without the K x K gradient table
+        gap, var = gap.cpu(), var.double().cpu()  # the weights' small K x K problem is solved on the CPU
         zeta2 = gap - (var + var.diagonal()[:, None]) / hp.estimate_batch
         zeta2.fill_diagonal_(0.0)
         mix = max(1.0 / (state["estimates"] + 1), hp.memory or 0.0)

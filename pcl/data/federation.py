@@ -1,21 +1,24 @@
 """The Federation: a source's pool, its partition into clients, and the spec that made them.
 
 On disk a federation is one byte-deterministic ``federation.npz`` (index arrays per client and split, the
-per-client shifts, the data spec and the source's content hash) plus a human-readable ``stats.json``.
+per-client shifts, the data spec and the source's content hash) plus a human-readable ``stats.json``
+that records the npz's SHA-256; ``load`` checks that hash and every array before anything trains on them.
 The samples themselves are not copied: they are reloaded from the source and checked against the hash.
 """
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
 import torch
 
 from pcl.data.transforms import add_noise, rotate
 from pcl.data.types import ClientData, Partition, Pool
-from pcl.io import atomic_write, canonical_json, npz_bytes, sha256_file, write_json
+from pcl.io import atomic_write, canonical_json, npz_bytes, sha256_file, spec_hash, write_json
 
 SPLITS = ("train", "val", "test")
 
@@ -64,7 +67,17 @@ class Federation:
 
     @classmethod
     def load(cls, path: str | Path, root: str | Path = "data/raw") -> "Federation":
-        """Read a saved federation and re-attach its source, refusing a source whose content changed."""
+        """Read a saved federation, refusing one that is corrupt, edited, inconsistent, or whose source changed.
+
+        Integrity (why three places): the npz cannot carry its own hash, so its SHA-256 is checked against
+        ``federation_sha256`` in the sibling ``stats.json``; the data spec inside the npz must equal the
+        ``spec`` in ``stats.json``; and where the folder is named as the pipeline names it (``federation_dir``:
+        the 12-hex ``spec_hash`` of the data spec) the name must match that spec too. Editing the npz alone
+        breaks the hash; re-hashing it into ``stats.json`` while changing the spec breaks the folder name.
+        This catches corruption and unilateral edits, not a deliberate forger with write access (no secret
+        key exists), so every array is also validated structurally (``_validate``) before any use: what
+        no honest ``save`` can write is refused even when the hashes agree.
+        """
         from pcl.data.sources import load_source, source_sha256
 
         path = Path(path)
@@ -77,20 +90,23 @@ class Federation:
                 a = {k: z[k] for k in z.files}
         except Exception as err:  # a truncated or foreign file
             raise ValueError(f"{path}: not a readable federation file ({err})") from None
-        spec = json.loads(a["spec"].tobytes().decode())
+        sha = sha256_file(path)
+        spec = _check_identity(path, a, sha)
+        num_clients = _validate(path, a)
         pool = load_source(spec["source"], root)
-        expected = a["source_sha256"].tobytes().decode()
+        expected = a["source_sha256"].tobytes().decode(errors="replace")
         if source_sha256(pool) != expected:
             raise ValueError(f"{path}: source {pool.name!r} content hash changed since partitioning "
                              f"(expected {expected}, got {source_sha256(pool)}); re-run the partition step")
 
         def split(name):
-            idx, ptr = a[f"{name}_idx"], a[f"{name}_ptr"]
+            idx, ptr = a[f"{name}_idx"].astype(np.int64, copy=False), a[f"{name}_ptr"].astype(np.int64, copy=False)
             return [idx[ptr[i]:ptr[i + 1]] for i in range(len(ptr) - 1)]
 
-        part = Partition(train=split("train"), val=split("val"), test=split("test"), rotation=a["rotation"],
-                         noise=a["noise"], cluster=a["cluster"])
-        return cls(pool=pool, part=part, spec=spec, sha256=sha256_file(path))
+        splits = {name: split(name) for name in SPLITS}
+        _validate_indices(path, splits, len(pool.y), num_clients)
+        part = Partition(**splits, rotation=a["rotation"], noise=a["noise"], cluster=a["cluster"])
+        return cls(pool=pool, part=part, spec=spec, sha256=sha)
 
     # --- views for the engine ----------------------------------------------------------------------
     @property
@@ -143,3 +159,110 @@ class Federation:
             x[k, :len(idx)] = xs
             y[k, :len(idx)] = y_all[torch.from_numpy(idx)]
         return ClientData(x=x, y=y, n=n)
+
+
+# --- integrity checks for Federation.load ---------------------------------------------------------------
+_MEMBERS = ("spec", "source_sha256", "rotation", "noise", "cluster") + tuple(
+    f"{split}_{kind}" for split in SPLITS for kind in ("idx", "ptr"))
+_SPEC_HASH_NAME = re.compile(r"[0-9a-f]{12}")
+
+
+def _check_identity(path: Path, a: dict, sha: str) -> dict:
+    """Compare the npz with its ``stats.json`` (hash, spec) and its folder name; returns the parsed spec."""
+    stats_path = path.with_name("stats.json")
+    if not stats_path.exists():
+        raise FileNotFoundError(f"{stats_path}: missing, so {path} cannot be checked against its recorded "
+                                f"SHA-256; re-run the partition step (it writes both files)")
+    try:
+        stats = json.loads(stats_path.read_text())
+        recorded = stats["federation_sha256"]
+    except (ValueError, KeyError, TypeError) as err:
+        raise ValueError(f"{stats_path}: no readable 'federation_sha256' ({err!r}); cannot check {path}") from None
+    if sha != recorded:
+        raise ValueError(f"{path}: content hash mismatch: file has sha256 {sha}, {stats_path} records "
+                         f"{recorded}; the federation was modified or corrupted, re-run the partition step")
+    for member in ("spec", "source_sha256"):
+        if member not in a:
+            raise ValueError(f"{path}: missing member {member!r}")
+        if a[member].dtype != np.uint8 or a[member].ndim != 1:
+            raise ValueError(f"{path}: member {member!r} must be a 1-D uint8 byte string, "
+                             f"got {a[member].dtype} of shape {a[member].shape}")
+    try:
+        spec = json.loads(a["spec"].tobytes().decode())
+    except ValueError as err:
+        raise ValueError(f"{path}: member 'spec' is not JSON ({err})") from None
+    if not isinstance(spec, dict) or "source" not in spec:
+        raise ValueError(f"{path}: member 'spec' is not a data spec with a 'source'")
+    if "spec" in stats and canonical_json(stats["spec"]) != canonical_json(spec):
+        raise ValueError(f"{path}: member 'spec' differs from the spec in {stats_path}")
+    folder = path.parent.name
+    if _SPEC_HASH_NAME.fullmatch(folder) and folder != spec_hash(spec):
+        raise ValueError(f"{path}: folder is named for data spec hash {folder} but the file holds spec hash "
+                         f"{spec_hash(spec)}; the federation is not the one this folder names")
+    return spec
+
+
+def _fail(path: Path, member: str, what: str, client: int | None = None) -> NoReturn:
+    at = "" if client is None else f" (first offending client {client})"
+    raise ValueError(f"{path}: member {member!r}: {what}{at}")
+
+
+def _validate(path: Path, a: dict) -> int:
+    """Check members, dtypes, shapes and pointers (everything that needs no pool); returns the client count.
+
+    ``np.load`` and slicing accept all of these silently (a pointer past the end is truncated, a falling
+    one gives an empty client), so without this a damaged file trains on the wrong data instead of failing.
+    """
+    for member in _MEMBERS:
+        if member not in a:
+            raise ValueError(f"{path}: missing member {member!r} (a federation has {', '.join(_MEMBERS)})")
+    num_clients = None
+    for split in SPLITS:
+        idx_name, ptr_name = f"{split}_idx", f"{split}_ptr"
+        idx, ptr = a[idx_name], a[ptr_name]
+        for name, arr in ((idx_name, idx), (ptr_name, ptr)):
+            if not np.issubdtype(arr.dtype, np.integer):
+                _fail(path, name, f"dtype must be integer, got {arr.dtype}")
+            if arr.ndim != 1:
+                _fail(path, name, f"must be 1-D, got shape {arr.shape}")
+        if len(ptr) < 1 or ptr[0] != 0:
+            _fail(path, ptr_name, f"must start at 0, got {ptr[:1].tolist()}", 0)
+        falling = np.flatnonzero(np.diff(ptr.astype(np.int64)) < 0)
+        if falling.size:
+            _fail(path, ptr_name, "pointers must be non-decreasing", int(falling[0]))
+        if ptr[-1] != len(idx):
+            past = np.flatnonzero(ptr[1:] > len(idx))
+            client = int(past[0]) if past.size else len(ptr) - 2
+            _fail(path, ptr_name, f"must end at len({idx_name}) = {len(idx)}, ends at {int(ptr[-1])}", client)
+        if num_clients is None:
+            num_clients = len(ptr) - 1
+        elif len(ptr) - 1 != num_clients:
+            _fail(path, ptr_name, f"has {len(ptr) - 1} clients but train_ptr has {num_clients}")
+    for member, kind in (("rotation", np.number), ("noise", np.number), ("cluster", np.integer)):
+        arr = a[member]
+        if arr.shape != (num_clients,):
+            _fail(path, member, f"shape must be ({num_clients},) (one per client), got {arr.shape}")
+        if not np.issubdtype(arr.dtype, kind) or np.issubdtype(arr.dtype, np.complexfloating):
+            _fail(path, member, f"dtype must be {kind.__name__}, got {arr.dtype}")
+        bad = np.flatnonzero(~np.isfinite(arr))
+        if bad.size:
+            _fail(path, member, "must be finite", int(bad[0]))
+    return num_clients
+
+
+def _validate_indices(path: Path, splits: dict, pool_size: int, num_clients: int) -> None:
+    """Every index in [0, pool size) (numpy would wrap a negative one and raise a bare IndexError for a
+    large one) and a client's train/val/test pairwise disjoint (else its test scores are on training data)."""
+    for split in SPLITS:
+        for k, idx in enumerate(splits[split]):
+            if idx.size and idx.min() < 0:
+                _fail(path, f"{split}_idx", f"negative index {int(idx.min())}", k)
+            if idx.size and idx.max() >= pool_size:
+                _fail(path, f"{split}_idx", f"index {int(idx.max())} out of range for a pool of {pool_size}", k)
+    for k in range(num_clients):
+        for i, s in enumerate(SPLITS):
+            for t in SPLITS[i + 1:]:
+                shared = np.intersect1d(splits[s][k], splits[t][k])
+                if shared.size:
+                    _fail(path, f"{t}_idx", f"shares {shared.size} index(es) with {s}_idx, e.g. "
+                                            f"{int(shared[0])}; splits must be disjoint", k)

@@ -3,7 +3,8 @@
 Personalized collaborative SGD (weighted gradient averaging and bias correction, Chayti et al., arXiv
 2111.05968) makes every client a target: client i queries all K tasks' minibatch gradients g_j(x_i) at its
 own iterate x_i. ``vmap`` over i of ``vmap`` over j of ``grad`` gives the whole [K, K, ...] table at once,
-instead of K*K autograd calls.
+instead of K*K autograd calls; the training steps need only its weighted rows (``mixed_grads``, memory linear in K),
+the weight estimation its statistics (``pair_grad_stats``, chunked).
 """
 from __future__ import annotations
 
@@ -29,8 +30,33 @@ def pair_grads(model: nn.Module, params: Params, x: torch.Tensor, y: torch.Tenso
     return vmap(over_tasks, in_dims=(0, None, None))(params, x, y)
 
 
+def own_grads(model: nn.Module, params: Params, x: torch.Tensor, y: torch.Tensor) -> Params:
+    """Row i: client i's gradient of its own batch loss at its own model (the diagonal of :func:`pair_grads`)."""
+    return vmap(_grad_fn(model))(params, x, y)
+
+
+def mixed_grads(model: nn.Module, params: Params, x: torch.Tensor, y: torch.Tensor, weights: torch.Tensor,
+                max_rows: int = 1 << 15) -> Params:
+    """Row i: sum_j weights[i, j] * g_j(x_i), without the [M, K, ...] table of :func:`pair_grads`.
+
+    It is the gradient at x_i of the weighted sum of every task's batch loss, so memory is one gradient per model
+    plus the activations of all K batches, for a chunk of models at a time (at most ``max_rows`` samples in flight):
+    linear, not quadratic, in the number of clients."""
+    def one(p, w):
+        def loss(q):
+            per_task = vmap(lambda xb, yb: task_loss(functional_call(model, q, (xb,)), yb))(x, y)  # [K]
+            return (w.to(per_task) * per_task).sum()
+        return grad(loss)(p)
+    batched = vmap(one)
+    m = weights.shape[0]
+    chunk = max(1, max_rows // max(int(x.shape[0] * x.shape[1]), 1))
+    parts = [batched({n: v[lo:lo + chunk] for n, v in params.items()}, weights[lo:lo + chunk].to(x.device))
+             for lo in range(0, m, chunk)]
+    return {n: torch.cat([part[n] for part in parts]) for n in params}
+
+
 def pair_grad_stats(model: nn.Module, params: Params, x: torch.Tensor, y: torch.Tensor, groups: int | None = None,
-                    max_elements: int = 1 << 25) -> tuple[Params, torch.Tensor]:
+                    max_elements: int = 1 << 25, gaps: bool = False) -> tuple[Params | torch.Tensor, torch.Tensor]:
     """Per-pair minibatch gradients (as :func:`pair_grads`) and, per pair ``[M, K]``, an unbiased estimate of the
     trace of the per-sample gradient covariance: the σ_j² at x_i that WGA's weight estimation needs.
 
@@ -38,6 +64,10 @@ def pair_grad_stats(model: nn.Module, params: Params, x: torch.Tensor, y: torch.
     means m_1..m_G of b = B/G samples each, b·Σ_g‖m_g − m̄‖²/(G − 1) is unbiased for the per-sample trace, so a few
     groups give the same estimate as per-sample gradients at a fraction of their cost (a sum over all parameters
     is already well averaged). Models are processed in chunks of at most ``max_elements`` numbers.
+
+    ``gaps=True`` (model i = task i's own model, M = K) returns, instead of the [M, K, ...] table of means, only the
+    [M, K] squared distances ‖ḡ_j(x_i) − ḡ_i(x_i)‖² that WGA's bias estimate needs, reduced chunk by chunk: memory
+    linear in K (the table is K²·P numbers: 6.9 GB for 599 clients of a 4,810-parameter MLP).
     """
     k, batch = x.shape[:2]
     groups = batch if groups is None else groups
@@ -56,16 +86,13 @@ def pair_grad_stats(model: nn.Module, params: Params, x: torch.Tensor, y: torch.
         per = table({n: v[lo:lo + chunk] for n, v in params.items()}, x, y)  # [c, K, groups, ...]
         mean = {n: v.mean(2) for n, v in per.items()}
         spread = sum((v - mean[n].unsqueeze(2)).pow(2).flatten(2).sum(-1) for n, v in per.items())
-        means.append(mean)
+        if gaps:
+            rows = torch.arange(len(spread))
+            own = {n: v[rows, lo + rows] for n, v in mean.items()}  # ḡ_i(x_i) of the chunk's models
+            means.append(sum((v - own[n].unsqueeze(1)).double().pow(2).flatten(2).sum(-1) for n, v in mean.items()))
+        else:
+            means.append(mean)
         variances.append(spread * (size / (groups - 1)))  # (Tensor.var over a middle axis is ~20x slower)
+    if gaps:
+        return torch.cat(means), torch.cat(variances)
     return {n: torch.cat([c[n] for c in means]) for n in params}, torch.cat(variances)
-
-
-def pair_mix(weights: torch.Tensor, table: Params) -> Params:
-    """Row i of the result is Σ_j weights[i, j]·table[i, j]: each client's weighted average of its pair entries."""
-    return {n: torch.einsum("ij,ij...->i...", weights.to(v), v) for n, v in table.items()}
-
-
-def pair_diag(table: Params) -> Params:
-    """The own entries table[i, i] (each client's gradient of its own loss at its own model)."""
-    return {n: v[torch.arange(v.shape[0]), torch.arange(v.shape[0])] for n, v in table.items()}
