@@ -77,11 +77,12 @@ def train(config: Path, federation: Path, out: Path,
           setting: Optional[str] = typer.Option(None, help="Hyperparameter setting name of that algorithm."),
           seed: int = typer.Option(0, help="Training seed (init, batches, client sampling)."),
           threads: int = typer.Option(1, help="torch intra-op threads (1: let Snakemake run jobs in parallel)."),
-          engine: Optional[str] = typer.Option(None, help="Override train.engine: vectorized or loop."),
+          engine: Optional[str] = typer.Option(None, help="Override train.engine: auto, vectorized or loop."),
           data_root: Path = DataRoot, scale: str = Scale,
           progress: bool = typer.Option(True, help="Show a progress bar.")) -> None:
     """Train one algorithm/setting/seed of CONFIG on FEDERATION; write metrics.csv and run.json to OUT."""
     from pcl.config import load_experiment
+    from pcl.engine.local import BACKENDS
     from pcl.run import train as run_train
 
     try:
@@ -91,8 +92,8 @@ def train(config: Path, federation: Path, out: Path,
             raise ValueError(f"--seed must be >= 0 (the schema's seeds are non-negative), got {seed}")
         cfg = load_experiment(config, scale)
         if engine is not None:
-            if engine not in ("vectorized", "loop"):
-                raise ValueError(f"--engine must be 'vectorized' or 'loop', got {engine!r}")
+            if engine not in BACKENDS:
+                raise ValueError(f"--engine must be one of {', '.join(BACKENDS)}, got {engine!r}")
             cfg["train"] = {**cfg["train"], "engine": engine}
         rec = run_train(cfg, federation, out, algorithm=algorithm, setting=setting, seed=seed, data_root=data_root,
                         threads=threads, progress=progress and sys.stderr.isatty())

@@ -31,6 +31,7 @@ from pcl.algorithms.hparams import param
 from pcl.algorithms.wga import PairwiseSGD, PairwiseSGDHparams
 from pcl.engine import Params
 from pcl.engine.batches import make_plan
+from pcl.engine.pairwise import own_grads
 from pcl.sim.collab_sgd import bc_weights
 
 
@@ -58,7 +59,8 @@ class BiasCorrection(PairwiseSGD):
         if self.hp.c_init_batch is None:
             c = {n: torch.zeros_like(v) for n, v in params.items()}
         else:
-            index = make_plan(self.ctx.train.n.cpu(), self.hp.c_init_batch, steps=1, generator=self.ctx.rng("estimate")).index[0]
+            index = make_plan(self.ctx.train.n.cpu(), self.hp.c_init_batch, steps=1,
+                              generator=self.ctx.rng("estimate")).index[0]
             c = self._bias(weights, params, index)
         return {"weights": weights, "c": c}
 
@@ -71,6 +73,10 @@ class BiasCorrection(PairwiseSGD):
         bias = self._bias(w, params, second) if hp.fresh_samples else {n: own[n] - others[n] for n in params}
         c = {n: c[n] + hp.a * (bias[n] - c[n]) for n in params}
         return {**state, "params": self._descend(params, direction), "c": c}
+
+    def _own(self, params: Params, index: torch.Tensor) -> Params:
+        """g_i(x_i): each client's gradient of its own batch at its own model."""
+        return own_grads(self.ctx.model, params, *self._batch(index))
 
     def _bias(self, weights: torch.Tensor, params: Params, index: torch.Tensor) -> Params:
         """One sample of g_i(x_i) − Σ_j w_ij g_j(x_i) per client."""

@@ -32,7 +32,7 @@ from pcl.algorithms.base import Algorithm, LocalSGD, register
 from pcl.algorithms.hparams import param
 from pcl.engine import Params
 from pcl.engine.batches import make_plan
-from pcl.engine.pairwise import mixed_grads, own_grads, pair_grad_stats
+from pcl.engine.pairwise import mixed_grads, pair_grad_stats
 from pcl.sim.collab_sgd import wga_weights
 from pcl.theory.wga import optimal_weights
 
@@ -106,8 +106,6 @@ class PairwiseSGD(Algorithm):
         """Row i: sum_j weights[i, j] g_j(x_i) on the tasks' batches ``index``."""
         return mixed_grads(self.ctx.model, params, *self._batch(index), weights)
 
-    def _own(self, params: Params, index: torch.Tensor) -> Params:
-        return own_grads(self.ctx.model, params, *self._batch(index))
 
     def _descend(self, params: Params, direction: Params) -> Params:
         return {n: p - self.hp.lr * direction[n] for n, p in params.items()}

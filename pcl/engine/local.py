@@ -66,18 +66,28 @@ def default_backend(model: nn.Module, input_shape: tuple[int, ...], device: torc
     On a GPU batching is what pays: always vectorized."""
     if torch.device(device).type != "cpu":
         return "vectorized"
-    macs = [0]
+    _, macs = _forward_stats(model, torch.zeros(1, *input_shape))
+    return "loop" if macs >= CONV_MACS_FOR_LOOP else "vectorized"
 
-    def count(module, inputs, output):
-        macs[0] += output[0].numel() * module.weight[0].numel()  # per output element: in_channels/groups x kernel
 
-    convs = [m for m in model.modules() if isinstance(m, nn.modules.conv._ConvNd)]
-    hooks = [m.register_forward_hook(count) for m in convs]
-    with torch.no_grad():
-        model(torch.zeros(1, *input_shape, dtype=next(model.parameters()).dtype))
-    for h in hooks:
-        h.remove()
-    return "loop" if macs[0] >= CONV_MACS_FOR_LOOP else "vectorized"
+def _forward_stats(model: nn.Module, sample: torch.Tensor) -> tuple[int, int]:
+    """One hooked forward pass of the template model on one sample (on the CPU, where the template lives): the numbers
+    its leaf modules output, and the multiply-adds of its convolutions."""
+    outputs, macs = [0], [0]
+
+    def count(module, _inputs, output):
+        outputs[0] += output[0].numel()
+        if isinstance(module, nn.modules.conv._ConvNd):
+            macs[0] += output[0].numel() * module.weight[0].numel()  # per output element: in_channels/groups x kernel
+
+    hooks = [m.register_forward_hook(count) for m in model.modules() if not list(m.children())]
+    try:
+        with torch.no_grad():
+            model(sample.cpu().to(next(model.parameters()).dtype))
+    finally:
+        for h in hooks:
+            h.remove()
+    return outputs[0], macs[0]
 
 
 def make_step(model: nn.Module, objective: Objective, optimizer, lrs: dict[str, float]) -> Callable:
@@ -202,13 +212,7 @@ class LocalTrainer:
     def _activation_numel(self, data: ClientData) -> int:
         """Numbers the model's modules output for one sample (measured once by a forward pass with hooks)."""
         if self._activations is None:
-            total = [0]
-            hooks = [m.register_forward_hook(lambda _m, _i, o: total.__setitem__(0, total[0] + o[0].numel()))
-                     for m in self.model.modules() if not list(m.children())]
-            with torch.no_grad():  # the template model stays on the CPU: the engine passes its own parameters
-                self.model(data.x[0, :1].cpu().to(next(self.model.parameters()).dtype))
-            for h in hooks:
-                h.remove()
-            self._activations = 2 * total[0]  # functional ops (relu, pooling) between modules
+            outputs, _ = _forward_stats(self.model, data.x[0, :1])
+            self._activations = 2 * outputs  # functional ops (relu, pooling) between modules
         return self._activations
 
