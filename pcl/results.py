@@ -67,13 +67,13 @@ def load_runs(run_dirs: Iterable[str | os.PathLike]) -> pd.DataFrame:
     """
     frames, seen = [], {}
     for run_dir in map(Path, run_dirs):
-        info = _read_run_json(run_dir / "run.json")
+        info, rounds = _read_run_json(run_dir / "run.json")
         key = tuple(info[k] for k in RUN_KEYS)
         if key in seen:
             raise ValueError(f"{run_dir} and {seen[key]} are both run {_run_name(key)}")
         seen[key] = run_dir
         metrics = _read_metrics(run_dir / "metrics.csv")
-        _check_finished(run_dir, metrics)
+        _check_finished(run_dir / "metrics.csv", metrics, rounds)
         frames.append(metrics.assign(**info))
     if not frames:
         raise ValueError("no run directories given")
@@ -81,20 +81,17 @@ def load_runs(run_dirs: Iterable[str | os.PathLike]) -> pd.DataFrame:
     return table.sort_values([*RUN_KEYS, "split", "round", "client", "metric"], ignore_index=True)
 
 
-def _check_finished(run_dir: Path, metrics: pd.DataFrame) -> None:
+def _check_finished(path: Path, metrics: pd.DataFrame, rounds: int) -> None:
     """A run whose metrics stop before its configured last round (truncated or unfinished) must not be summarized:
     its "final" would silently be an earlier round."""
-    config = json.loads((run_dir / "run.json").read_text(encoding="utf-8")).get("config") or {}
-    rounds = (config.get("train") or {}).get("rounds")
-    if not isinstance(rounds, int) or isinstance(rounds, bool):
-        raise ValueError(f"run file {run_dir / 'run.json'} lacks config.train.rounds (the configured last round)")
     last = int(metrics["round"].max()) if len(metrics) else None
     if last != rounds:
-        raise ValueError(f"{run_dir / 'metrics.csv'} ends at round {last} but the run is configured for {rounds} "
+        raise ValueError(f"{path} ends at round {last} but the run is configured for {rounds} "
                          "rounds: truncated or unfinished; rerun it")
 
 
-def _read_run_json(path: Path) -> dict:
+def _read_run_json(path: Path) -> tuple[dict, int]:
+    """The run's identifying keys, and its configured last round (``config.train.rounds``)."""
     try:
         info = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -108,7 +105,11 @@ def _read_run_json(path: Path) -> dict:
         raise ValueError(f"run file {path} lacks key(s) {missing}")
     if isinstance(info["seed"], bool) or not isinstance(info["seed"], int):
         raise ValueError(f"run file {path}: 'seed' must be an integer, got {info['seed']!r}")
-    return {k: info[k] if k == "seed" else str(info[k]) for k in RUN_JSON_KEYS}
+    config = info.get("config") if isinstance(info.get("config"), dict) else {}
+    rounds = (config.get("train") if isinstance(config.get("train"), dict) else {}).get("rounds")
+    if not isinstance(rounds, int) or isinstance(rounds, bool):
+        raise ValueError(f"run file {path} lacks config.train.rounds (the configured last round)")
+    return {k: info[k] if k == "seed" else str(info[k]) for k in RUN_JSON_KEYS}, rounds
 
 
 def _read_metrics(path: Path) -> pd.DataFrame:
