@@ -3,6 +3,7 @@
     snakemake --cores 8                                    # reports of the default experiments (config.yaml)
     snakemake --cores 8 reports/<experiment>/report.html   # one experiment
     snakemake --profile workflow/profiles/slurm            # the same on a SLURM cluster
+    snakemake --cores 8 benchmark                          # the personalization benchmark table (reports/benchmark/)
     snakemake -n / --dag | dot -Tsvg > dag.svg             # what would run
 
 The top-level config (workflow/config/config.yaml, schema workflow/schemas/config.schema.yaml) picks the
@@ -29,6 +30,7 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/benchmark.smk"
 
 
 rule all:

@@ -72,6 +72,18 @@ def download(config: Path, data_root: Path = DataRoot, scale: str = Scale) -> No
 
 
 @app.command()
+def fetch(dataset: str, file: str, data_root: Path = DataRoot) -> None:
+    """Fetch one pinned FILE of DATASET into the cache and check its SHA-256 (the Snakemake download rule's job)."""
+    from pcl.data.download import fetch as fetch_file
+
+    try:
+        path = fetch_file(dataset, file, data_root)
+    except (ValueError, OSError) as err:  # unknown file; HTTP errors and refused connections (requests' are OSError)
+        _fail(err)
+    typer.echo(str(path))
+
+
+@app.command()
 def train(config: Path, federation: Path, out: Path,
           algorithm: Optional[str] = typer.Option(None, help="Algorithm name (a key of the config's algorithms)."),
           setting: Optional[str] = typer.Option(None, help="Hyperparameter setting name of that algorithm."),
@@ -119,26 +131,38 @@ def simulate(config: Path, out: Path, scale: str = Scale) -> None:
 
 
 @app.command()
-def summarize(runs: list[Path], out: Path = typer.Option(..., help="Folder for summary.csv, metrics.json, ...")) -> None:
+def summarize(runs: list[Path], out: Path = typer.Option(..., help="Folder for summary.csv, metrics.json, ..."),
+              config: Path | None = typer.Option(None, help="The experiment config whose claims to decide")) -> None:
     """Summarize run folders: per-client gains, per-run distribution stats, mean and 95% CI across seeds."""
+    import yaml
+
     from pcl.results import summarize as run_summarize
 
     try:
-        table = run_summarize(runs, out)
+        claims = None if config is None else (yaml.safe_load(config.read_text()) or {}).get("claims") or []
+        table = run_summarize(runs, out, claims)
     except (ValueError, OSError) as err:
         _fail(err)
     typer.echo(f"{out}/summary.csv: {len(table)} rows from {len(runs)} runs")
 
 
 @app.command()
-def diff(results_a: Path, results_b: Path) -> None:
+def diff(results_a: Path, results_b: Path,
+         stat: Optional[list[str]] = typer.Option(None, help="Only these statistics (e.g. mean, bottom10)."),
+         selection: Optional[list[str]] = typer.Option(None, help="Only these selections (best_val, final)."),
+         force: bool = typer.Option(False, help="Compare experiments on different federations anyway.")) -> None:
     """Compare two experiments' results (folders with runs.csv): both means with CIs and the paired difference."""
-    from pcl.results import diff as run_diff, format_diff, read_run_stats
+    from pcl.results import diff as run_diff, federations, format_diff, read_run_stats
 
     try:
+        fed_a, fed_b = federations(results_a), federations(results_b)
+        if fed_a != fed_b and not force:
+            raise ValueError(f"{results_a} and {results_b} use different federations ({sorted(fed_a)} vs "
+                             f"{sorted(fed_b)}): a seed's pair would compare unrelated clients; --force to compare")
         table = run_diff(read_run_stats(results_a), read_run_stats(results_b))
     except (ValueError, OSError) as err:
         _fail(err)
+    table = table[table["stat"].isin(stat or table["stat"]) & table["selection"].isin(selection or table["selection"])]
     typer.echo(format_diff(table, str(results_a), str(results_b)))
 
 

@@ -68,17 +68,57 @@ def validate_experiment(config: dict, origin: str = "config") -> dict:
         unknown = sorted(set(config["algorithms"]) - set(ALGORITHMS))
         lines = [f"{origin}: algorithms: unknown algorithm(s) {unknown}; known: {sorted(ALGORITHMS)}"] * bool(unknown)
         lines += hparam_errors(config, origin)
+        lines += init_errors(config, origin)
         if lines:
             raise ConfigError("invalid experiment config:\n  " + "\n  ".join(lines))
         config = {**config, "train": {**DEFAULT_TRAIN, **config.get("train", {})}}
     return config
 
 
+def init_reference(value) -> tuple[str, str] | None:
+    """``(algorithm, setting)`` when a setting's ``init_from`` names another run of its experiment
+    (``fedavg/pretrain``), None when it is a file path (anything ending in ``.pt``) or unset.
+
+    A reference is resolved per seed to that run's ``model.pt`` (its final shared model): by the workflow, which
+    also makes the referenced run an input of this one, and by ``pcl train`` relative to its output folder.
+    """
+    if not isinstance(value, str) or value.endswith(".pt") or value.count("/") != 1:
+        return None
+    alg, setting = value.split("/")
+    return alg, setting
+
+
+def init_errors(config: dict, origin: str) -> list[str]:
+    """Every ``init_from`` reference must name another setting of the experiment, without cycles."""
+    refs = {(alg, name): init_reference((values or {}).get("init_from"))
+            for alg, settings in config["algorithms"].items() for name, values in settings.items()}
+    lines = []
+    for (alg, name), ref in refs.items():
+        where = f"{origin}: algorithms.{alg}.{name}.init_from"
+        if ref is None:
+            continue
+        if ref not in refs:
+            lines.append(f"{where}: {'/'.join(ref)!r} is not a setting of this experiment; it has "
+                         f"{sorted('/'.join(k) for k in refs)}")
+            continue
+        seen, cur = {(alg, name)}, ref
+        while cur is not None and cur not in seen:
+            seen.add(cur)
+            cur = refs.get(cur)
+        if cur is not None:
+            lines.append(f"{where}: {'/'.join(ref)!r} leads back to {alg}/{name} (a cycle of init_from references)")
+    return lines
+
+
 def deep_merge(base: dict, override: dict) -> dict:
-    """``base`` with ``override`` laid over it; nested mappings merge key by key, anything else is replaced."""
+    """``base`` with ``override`` laid over it; nested mappings merge key by key, anything else is replaced. A mapping
+    with ``_replace: true`` replaces the base's mapping whole (a paper scale's other partition scheme or model must
+    not inherit the small scale's keys)."""
     out = copy.deepcopy(base)
     for key, value in override.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
+        if isinstance(value, dict) and value.get("_replace") is True:
+            out[key] = copy.deepcopy({k: v for k, v in value.items() if k != "_replace"})
+        elif isinstance(value, dict) and isinstance(out.get(key), dict):
             out[key] = deep_merge(out[key], value)
         else:
             out[key] = copy.deepcopy(value)

@@ -4,8 +4,9 @@ The protocol is the one ARCHITECTURE.md calls *honest evaluation* (peers.md §6.
 
 * **Model selection uses the validation split only.** Each run is read at two rounds: ``final`` (the last round
   with a test evaluation) and ``best_val`` (the round with the best *unweighted* mean validation metric over
-  clients, earliest round on ties), as the decentralized-bilevel code reports "test at the hyper-step with best
-  mean VALIDATION accuracy". Test metrics are then read at those rounds; a best-on-test round is never computed.
+  clients that have validation data, earliest round on ties; absent when no client has any), as the
+  decentralized-bilevel code reports "test at the hyper-step with best mean VALIDATION accuracy". Test metrics
+  are then read at those rounds; a best-on-test round is never computed.
 * **The distribution over clients** of the test metric, per run: unweighted ``mean``, sample-weighted ``wmean``
   (weights = the client's test ``n``, as FedAlt's code), ``std`` (population, ddof=0, as FedAlt's code), ``worst``
   client, ``bottom10`` and ``wbottom10`` (see below), and, where a ``local`` run of the same experiment and seed
@@ -150,6 +151,10 @@ def _run_name(key: tuple) -> str:
 def client_metrics(runs: pd.DataFrame) -> pd.DataFrame:
     """Each client's test metric at each run's ``final`` and ``best_val`` rounds, with its gain over Local.
 
+    Clients without samples (``n`` = 0, no metric row) are skipped: a client with no test data has no row here,
+    and ``best_val`` averages the validation metric over the clients that have validation data; a run where no
+    client has any has no ``best_val`` rows (nothing to select on), only ``final``.
+
     Columns: experiment, algorithm, setting, seed, federation_sha256, selection, round, client, metric, value, n,
     gain (NaN where the experiment has no ``local`` run for that seed). Local is read at its *own* selected
     round of the same selection rule.
@@ -168,19 +173,22 @@ def _selected_clients(run: pd.DataFrame, key: tuple) -> pd.DataFrame:
             raise ValueError(f"run {name} has no {split!r} evaluation; model selection needs 'val' and 'test'")
     wide = run.pivot(index=["split", "round", "client"], columns="metric", values="value")
     test = wide.loc["test"]
-    val_mean = wide.loc["val", metric].groupby(level="round").mean()
-    rounds = {"final": int(test.index.get_level_values("round").max()),
-              "best_val": int(val_mean.idxmax() if HIGHER_IS_BETTER[metric] else val_mean.idxmin())}
+    val = wide.loc["val"]
+    val_mean = val.loc[val["n"] > 0, metric].groupby(level="round").mean()  # clients with validation data only
+    rounds = {"final": int(test.index.get_level_values("round").max())}
+    if len(val_mean):  # no client has validation data: there is nothing to select on, so no best_val
+        rounds["best_val"] = int(val_mean.idxmax() if HIGHER_IS_BETTER[metric] else val_mean.idxmin())
     frames = []
     for selection, rnd in rounds.items():
         if rnd not in test.index.get_level_values("round"):
             raise ValueError(f"run {name}: {selection} round {rnd} has no test evaluation")
         at = test.xs(rnd, level="round")[[metric, "n"]]
-        if at.isna().any().any():
-            client = at.index[at.isna().any(axis=1)][0]
+        at = at[~(at["n"] == 0)]  # a client without test samples has no test metric: left out, not counted as 0
+        if at.empty:
+            raise ValueError(f"run {name}: no client has test samples")
+        if at.isna().any().any() or (at["n"] < 0).any():
+            client = at.index[at.isna().any(axis=1) | (at["n"] < 0)][0]
             raise ValueError(f"run {name}: client {client} lacks test {metric!r} or 'n' at round {rnd}")
-        if (at["n"] <= 0).any():
-            raise ValueError(f"run {name}: client {at.index[at['n'] <= 0][0]} has no test samples")
         frames.append(pd.DataFrame({
             **dict(zip(RUN_KEYS, key)), "federation_sha256": run["federation_sha256"].iloc[0],
             "selection": selection, "round": rnd, "client": at.index.to_numpy(), "metric": metric,
@@ -338,13 +346,22 @@ def diff(results_a: pd.DataFrame, results_b: pd.DataFrame) -> pd.DataFrame:
     return _sort(pd.DataFrame(records, columns=columns), keys)
 
 
+def _decimals(ci: float) -> int:
+    """Decimals that show a 95% half-width to two significant digits (at most 6: below that it is float noise)."""
+    if math.isnan(ci) or ci <= 0:
+        return 4
+    return int(min(6, max(0, 1 - math.floor(math.log10(ci)))))
+
+
 def format_diff(table: pd.DataFrame, label_a: str = "A", label_b: str = "B") -> str:
-    """Terminal rendering of :func:`diff`: ``mean ± ci95 (n)`` per side; ``*`` where the paired CI excludes 0."""
+    """Terminal rendering of :func:`diff`: ``mean ± ci95 (n)`` per side, each rounded to its CI's precision; ``*``
+    where the paired 95% CI of B − A excludes 0 (explained under the table)."""
     def cell(mean: float, ci: float, n: int, signed: bool = False) -> str:
         if n == 0:
             return "-"
-        ci_text = "n/a" if math.isnan(ci) else f"{ci:.4g}"
-        return f"{mean:{'+' if signed else ''}.4g} ± {ci_text} (n={n})"
+        d = _decimals(ci)
+        ci_text = "n/a" if math.isnan(ci) else f"{ci:.{d}f}"
+        return f"{mean:{'+' if signed else ''}.{d}f} ± {ci_text} (n={n})"
 
     rows = [{
         "run": f"{r.algorithm}/{r.setting}", "selection": r.selection, "metric": r.metric, "stat": r.stat,
@@ -354,15 +371,26 @@ def format_diff(table: pd.DataFrame, label_a: str = "A", label_b: str = "B") -> 
     } for r in table.itertuples(index=False)]
     if not rows:
         return "(nothing to compare)"
-    return pd.DataFrame(rows).to_string(index=False)
+    legend = (f"\nmean ± 95% CI half-width over seeds (n = seeds); {label_b} - {label_a} is the paired difference "
+              f"over the seeds both have; * = its CI excludes 0.")
+    return pd.DataFrame(rows).to_string(index=False) + legend
+
+
+def federations(path: str | os.PathLike) -> set[str]:
+    """The federation hashes of a summarized experiment (``clients.csv`` beside ``runs.csv``)."""
+    path = Path(path)
+    folder = path if path.is_dir() else path.parent
+    return set(pd.read_csv(folder / "clients.csv", usecols=["federation_sha256"])["federation_sha256"].astype(str))
 
 
 # ------------------------------------------------------------------------------------------ files
 
 
-def summarize(run_dirs: Iterable[str | os.PathLike], out_dir: str | os.PathLike) -> pd.DataFrame:
+def summarize(run_dirs: Iterable[str | os.PathLike], out_dir: str | os.PathLike,
+              claims: list[dict] | None = None) -> pd.DataFrame:
     """Compute everything first, then write clients.csv, runs.csv, summary.csv, metrics.json and diagnostics.csv
-    (every run's diagnostics, see ``pcl.diagnostics``); return summary.
+    (every run's diagnostics, see ``pcl.diagnostics``); return summary. With the experiment's ``claims``,
+    metrics.json also counts their verdicts (``pcl.claims``: holds / fails / inconclusive / untestable).
 
     An error (bad run, mixed experiments) therefore leaves ``out_dir`` untouched.
     """
@@ -372,6 +400,10 @@ def summarize(run_dirs: Iterable[str | os.PathLike], out_dir: str | os.PathLike)
     per_run = run_stats(clients)
     summary = seed_summary(per_run)
     metrics = metrics_dict(summary)
+    if claims is not None:
+        from pcl import claims as claim_checks  # it builds on this module
+
+        metrics["claims"] = claim_checks.counts(claim_checks.evaluate(claims, per_run))
     out = Path(out_dir)
     write_csv(clients, out / "clients.csv")
     write_csv(per_run, out / RUNS_FILE)

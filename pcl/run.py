@@ -1,8 +1,10 @@
 """The round loop: run one (algorithm, setting, seed) on a federation, evaluate, checkpoint, write results.
 
-Outputs in ``out_dir``: ``metrics.csv`` (long table: round, client, split, metric, value), ``diagnostics.csv``
+Outputs in ``out_dir``: ``metrics.csv`` (long table: round, client, split, metric, value; a client with no samples
+in a split has only its ``n`` = 0 row there, no loss or accuracy), ``diagnostics.csv``
 (per-round diagnostics, see ``pcl.diagnostics``) and ``run.json`` (resolved config, hyperparameters, seed, federation
-hash, code version, engine backend, wall time, peak memory). All are written atomically at the end; a
+hash, code version, engine backend, wall time, peak memory) and ``model.pt`` (the final shared model, which a
+setting's ``init_from: <algorithm>/<setting>`` starts from). All are written atomically at the end; a
 ``checkpoint.pt`` written every ``checkpoint_every`` rounds lets a killed job resume with bit-identical results
 (every random draw comes from the run's RNG tree, keyed by round, so a round boundary needs no generator state).
 """
@@ -27,15 +29,17 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 import pcl
 from pcl import diagnostics
 from pcl.algorithms import ALGORITHMS, Context, make_hparams
+from pcl.config import init_reference
 from pcl.data.federation import Federation
 from pcl.device import describe, resolve_device
 from pcl.engine import LocalTrainer
-from pcl.io import atomic_write, write_json
+from pcl.io import atomic_write, sha256_file, write_json
 from pcl.models import build_model
 from pcl.rng import derive
 from pcl.topology import Topology
 
 EVAL_SPLITS = ("val", "test")
+MODEL_FILE = "model.pt"  # the run's final shared model (Algorithm.export): what init_from references load
 
 
 class DivergenceError(ValueError):
@@ -145,10 +149,20 @@ def resolve(config: dict, algorithm: str | None, setting: str | None) -> tuple[s
 
 
 def _rows(t: int, split: str, metrics: dict[str, torch.Tensor]) -> list[tuple]:
+    """Long-table rows of one evaluation. A client with no samples in the split (``n == 0``) gets only its ``n``
+    row: it has no loss or accuracy (NaN from ``score``), and a blank or 0.0 value would read as a result."""
+    has_data = metrics["n"].cpu() > 0
     out = []
     for metric, values in metrics.items():
-        out.extend((t, k, split, metric, float(v)) for k, v in enumerate(values.tolist()))
+        out.extend((t, k, split, metric, float(v)) for k, v in enumerate(values.tolist())
+                   if metric == "n" or has_data[k])
     return out
+
+
+def _mean_over_data(values: torch.Tensor, n: torch.Tensor) -> str:
+    """The progress line's mean over clients that have samples in the split, or "no data"."""
+    has_data = n.to(values.device) > 0
+    return f"{values[has_data].mean():.4f}" if has_data.any() else "no data"
 
 
 def _diverged(what: str, where: str, t: int, clients: list[int]) -> DivergenceError:
@@ -192,11 +206,27 @@ def _load_checkpoint(ckpt: Path):
     return saved
 
 
+def _resolve_init(overrides: dict, out_dir: Path, seed) -> tuple[dict, str | None]:
+    """A setting's ``init_from``: an ``<algorithm>/<setting>`` reference (``pcl.config.init_reference``) becomes that
+    run's ``model.pt`` beside this run (``<exp>/<alg>/<setting>/seed=<seed>``, the workflow's layout); returns the
+    overrides with the path and the file's SHA-256 (None without ``init_from``)."""
+    value = overrides.get("init_from")
+    if value is None:
+        return overrides, None
+    ref = init_reference(value)
+    path = out_dir.resolve().parents[2] / ref[0] / ref[1] / f"seed={seed}" / MODEL_FILE if ref else Path(value)
+    if not path.is_file():
+        hint = f" (run {value} with seed {seed} first)" if ref else ""
+        raise FileNotFoundError(f"init_from {value!r}: no file {path}{hint}")
+    return {**overrides, "init_from": str(path)}, sha256_file(path)
+
+
 def _train(config: dict, federation, out_dir: Path, algorithm: str, setting: str, overrides: dict, seed: int,
            data_root, threads: int, progress: bool) -> dict:
     torch.set_num_threads(threads)
     start = time.time()
     cls = ALGORITHMS[algorithm]
+    overrides, init_sha = _resolve_init(overrides, out_dir, seed)
     hp = make_hparams(cls.Hparams, overrides)
     fed = Federation.load(federation, data_root)
     model = build_model(config["model"], fed.input_shape, max(fed.num_classes, 1))
@@ -208,7 +238,9 @@ def _train(config: dict, federation, out_dir: Path, algorithm: str, setting: str
     alg = cls(hp, ctx)
     rounds, every, ckpt_every = tcfg["rounds"], tcfg["eval_every"], tcfg.get("checkpoint_every", 0)
     ckpt = out_dir / "checkpoint.pt"
-    key = {"config": config, "algorithm": algorithm, "setting": setting, "seed": seed, "federation": fed.sha256}
+    # the init file's content is part of the key: a retrained pre-training run invalidates a dependent checkpoint
+    key = {"config": config, "algorithm": algorithm, "setting": setting, "seed": seed, "federation": fed.sha256,
+           "init_sha256": init_sha}
 
     state, rows, diag, first = None, [], [], 0
     saved = _load_checkpoint(ckpt) if ckpt.exists() else None
@@ -258,13 +290,15 @@ def _train(config: dict, federation, out_dir: Path, algorithm: str, setting: str
                 evaluated = alg.evaluate(state, EVAL_SPLITS)
                 collect(done)
                 for split, m in evaluated.items():
-                    bad = _nonfinite_clients({"loss": m["loss"]}, fed.num_clients) if "loss" in m else []
+                    # a client without samples in the split has a NaN loss by definition (no data), not divergence
+                    loss = m["loss"].masked_fill(m["n"].to(m["loss"].device) == 0, 0.0) if "loss" in m else None
+                    bad = _nonfinite_clients({"loss": loss}, fed.num_clients) if loss is not None else []
                     if bad:
                         raise _diverged(f"{split} loss", where, done, bad)
                 for split, m in evaluated.items():
                     rows.extend(_rows(done, split, m))
                     score = "acc" if "acc" in m else "mse"
-                    summary.append(f"{split} {score} {m[score].mean():.4f}")
+                    summary.append(f"{split} {score} {_mean_over_data(m[score], m['n'])}")
                 bar.update(task, msg=", ".join(summary))
                 if not sys.stderr.isatty():
                     print(f"round {done}/{rounds}: {', '.join(summary)}", file=sys.stderr)
@@ -280,10 +314,14 @@ def _train(config: dict, federation, out_dir: Path, algorithm: str, setting: str
     atomic_write(out_dir / "diagnostics.csv", diagnostics.table(diag).to_csv(index=False, lineterminator="\n").encode())
     record = {"experiment": config.get("name"), "algorithm": algorithm, "setting": setting, "seed": int(seed),
               "hparams": dataclasses.asdict(hp), "config": config, "federation": str(federation),
-              "federation_sha256": fed.sha256, "num_clients": fed.num_clients, "engine": tcfg["engine"],
+              "federation_sha256": fed.sha256, "init_sha256": init_sha, "num_clients": fed.num_clients,
+              "engine": tcfg["engine"],
               "backend": ctx.trainer.backend, "device": describe(device),
               "code": code_version(), "wall_time_s": round(time.time() - start, 3),
               "peak_memory_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+    buf = io.BytesIO()
+    torch.save({n: v.detach().cpu() for n, v in alg.export(state).items()}, buf)
+    atomic_write(out_dir / MODEL_FILE, buf.getvalue())
     write_json(out_dir / "run.json", record)
     ckpt.unlink(missing_ok=True)
     return record

@@ -20,3 +20,17 @@ def digits_fed(tmp_path_factory) -> Federation:
 @pytest.fixture(autouse=True)
 def _one_thread():
     torch.set_num_threads(1)
+
+
+def kill_in_round(monkeypatch, cls, t: int = 2):
+    """Make algorithm ``cls`` raise KeyboardInterrupt when round ``t`` starts (a job killed mid-run); returns the
+    original ``round`` so a test can put it back."""
+    original = cls.round
+
+    def killed(self, state, rnd):
+        if rnd == t:
+            raise KeyboardInterrupt("killed")
+        return original(self, state, rnd)
+
+    monkeypatch.setattr(cls, "round", killed)
+    return original

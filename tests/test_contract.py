@@ -1,6 +1,7 @@
 """The engine contract, checked for every registered algorithm: a new algorithm is covered by registering it.
 
-On a tiny federation, for a few rounds: the loop and vectorized backends agree, the same seed gives the same bytes,
+On a tiny federation with planted clusters (so cluster-aware baselines such as an oracle run too), for a few
+rounds: the loop and vectorized backends agree, the same seed gives the same bytes,
 a killed and resumed run gives the same bytes, and how often a run evaluates never changes what it computes.
 """
 from __future__ import annotations
@@ -13,12 +14,13 @@ import pytest
 from pcl.algorithms import ALGORITHMS
 from pcl.data.federation import Federation
 from pcl.run import train
+from conftest import kill_in_round
 
 ROUNDS = 3
 CONFIG = {
     "name": "contract", "kind": "federated",
     "data": {"source": {"name": "digits"},
-             "partition": {"scheme": "dirichlet", "num_clients": 6, "alpha": 0.5, "seed": 0}},
+             "partition": {"scheme": "clusters", "num_clients": 6, "num_clusters": 2, "alpha": 0.5, "seed": 0}},
     "model": {"name": "mlp", "hidden": [8]},
     "train": {"rounds": ROUNDS, "eval_every": 1, "engine": "vectorized", "checkpoint_every": 0},
     "seeds": [0],
@@ -26,6 +28,10 @@ CONFIG = {
 # small but real settings: partial participation where an algorithm has it, so client sampling is exercised
 SETTINGS = {name: ({"client_fraction": 0.5} if "client_fraction" in cls.Hparams.__dataclass_fields__ else {})
             for name, cls in ALGORITHMS.items()}
+# the bilevel algorithms' paper defaults (600 SGP steps and depth 200 per round) would take minutes here
+SETTINGS.get("pdbo", {}).update({"sgp_steps": 20, "depth": 5})
+SETTINGS.get("sgp", {}).update({"steps_per_round": 5})
+SETTINGS.get("apfl", {}).update({"adaptive": True})  # the adaptive-alpha path has the most state
 
 
 @pytest.fixture(scope="module")
@@ -35,8 +41,12 @@ def fed_dir(tmp_path_factory):
     return root
 
 
+MODELS = {"fedbn": {"name": "mlp", "hidden": [8], "norm": "layer"}}  # algorithms that need a particular model
+
+
 def _run(fed_dir, out, name, seed=0, **train_cfg):
     cfg = copy.deepcopy(CONFIG)
+    cfg["model"] = MODELS.get(name, cfg["model"])
     cfg["algorithms"] = {name: {"default": SETTINGS[name]}}
     cfg["train"].update(train_cfg)
     train(cfg, fed_dir, out, algorithm=name, seed=seed, progress=False)
@@ -82,14 +92,7 @@ def test_evaluating_less_often_changes_nothing(name, fed_dir, reference, tmp_pat
 @pytest.mark.parametrize("name", sorted(ALGORITHMS))
 def test_killed_and_resumed_run_gives_the_same_bytes(name, fed_dir, reference, tmp_path, monkeypatch):
     cls = ALGORITHMS[name]
-    original = cls.round
-
-    def killed_in_round_2(self, state, t):
-        if t == 2:
-            raise KeyboardInterrupt("killed")
-        return original(self, state, t)
-
-    monkeypatch.setattr(cls, "round", killed_in_round_2)
+    original = kill_in_round(monkeypatch, cls, 2)
     with pytest.raises(KeyboardInterrupt):
         _run(fed_dir, tmp_path, name, checkpoint_every=1)
     assert (tmp_path / "checkpoint.pt").exists() and not (tmp_path / "metrics.csv").exists()

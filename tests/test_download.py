@@ -269,3 +269,139 @@ def test_cifar_tarball_missing_a_batch_is_named(mirror, tmp_path, monkeypatch):
     publish(serve_dir, monkeypatch, "cifar10", {"cifar-10-python.tar.gz": cifar_tarball(batches)})
     with pytest.raises(ValueError, match="test_batch"):
         download.load_cifar10(tmp_path / "raw")
+
+
+# --- TFF federated EMNIST (writers as clients) ---------------------------------------------------------------------
+
+WRITERS = {  # writer -> (train size, test size); min_train=3, min_test=2 keeps f0001_00 and f0002_01
+    "f0002_01": (5, 2),
+    "f0001_00": (3, 3),
+    "f0003_11": (2, 5),  # too few training examples
+    "f0004_00": (6, 1),  # too few test examples
+}
+
+
+def tff_h5(path: Path, clients: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
+    """A file in TFF's HDF5ClientData layout: /examples/<writer>/{pixels float32 [n, 28, 28], label int32 [n]}."""
+    h5py = pytest.importorskip("h5py")
+    with h5py.File(path, "w") as f:
+        for writer, (x, y) in clients.items():
+            f.create_dataset(f"examples/{writer}/pixels", data=x)
+            f.create_dataset(f"examples/{writer}/label", data=y)
+
+
+def tiny_fed_emnist(tmp_path: Path, rng, writers=WRITERS, extra_train=None, members=None) -> tuple[dict, bytes]:
+    """(the arrays written per split and writer, the tar.bz2 bytes) of a tiny federated EMNIST; ``members`` maps
+    the archive's member names to the split whose file they hold."""
+    arrays = {"train": {}, "test": {}}
+    for w, sizes in writers.items():
+        for split, n in zip(("train", "test"), sizes):
+            arrays[split][w] = (rng.integers(0, 256, (n, 28, 28)).astype(np.float32) / 255,
+                                rng.integers(0, 62, n).astype(np.int32))
+    arrays["train"].update(extra_train or {})
+    work = tmp_path / "build"
+    work.mkdir(exist_ok=True)
+    for split in ("train", "test"):
+        tff_h5(work / f"fed_emnist_{split}.h5", arrays[split])
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:bz2") as tar:
+        for name, split in (members or {"fed_emnist_train.h5": "train", "fed_emnist_test.h5": "test"}).items():
+            tar.add(work / f"fed_emnist_{split}.h5", arcname=name)
+    return arrays, buf.getvalue()
+
+
+def test_fed_emnist_keeps_writers_caps_and_marks_the_test_split(mirror, tmp_path, monkeypatch):
+    serve_dir, requested = mirror
+    arrays, archive = tiny_fed_emnist(tmp_path, np.random.default_rng(8))
+    publish(serve_dir, monkeypatch, "fed_emnist", {"fed_emnist.tar.bz2": archive})
+    spec = {"name": "fed_emnist", "min_train": 3, "min_test": 2, "max_per_client": 4}
+    pool = load_source(spec, root=tmp_path / "raw")
+    kept = ["f0001_00", "f0002_01"]  # sorted writer ids
+    assert pool.meta["writers"] == kept and pool.num_classes == 62
+    expected_x, expected_y, owner, test = [], [], [], []
+    for k, w in enumerate(kept):
+        for split in ("train", "test"):
+            x, y = arrays[split][w]
+            expected_x.append(1 - x[:4])  # first 4 in file order; ink = 1
+            expected_y.append(y[:4])
+            owner += [k] * len(y[:4])
+            test += [split == "test"] * len(y[:4])
+    assert pool.x.shape == (4 + 2 + 3 + 3, 1, 28, 28) and pool.x.dtype == np.float32
+    np.testing.assert_array_equal(pool.x[:, 0], np.concatenate(expected_x))
+    np.testing.assert_array_equal(pool.y, np.concatenate(expected_y).astype(np.int64))
+    np.testing.assert_array_equal(pool.group, owner)
+    np.testing.assert_array_equal(pool.is_test, test)
+    assert requested == ["/fed_emnist/fed_emnist.tar.bz2"]
+
+    from pcl.data.partition import partition
+
+    part = partition(pool, {"scheme": "natural", "val_frac": 0.2, "test_frac": 0.2})
+    assert part.num_clients == 2
+    for k in range(2):
+        mine = np.sort(np.concatenate([part.train[k], part.val[k], part.test[k]]))
+        np.testing.assert_array_equal(mine, np.flatnonzero(pool.group == k))
+
+    again = load_source(spec, root=tmp_path / "raw")  # cached: no second download, same pool
+    assert requested == ["/fed_emnist/fed_emnist.tar.bz2"]
+    np.testing.assert_array_equal(again.x, pool.x)
+
+
+def test_fed_emnist_standardize_uses_the_training_pixels(mirror, tmp_path, monkeypatch):
+    serve_dir, _ = mirror
+    _, archive = tiny_fed_emnist(tmp_path, np.random.default_rng(9))
+    publish(serve_dir, monkeypatch, "fed_emnist", {"fed_emnist.tar.bz2": archive})
+    base = {"name": "fed_emnist", "min_train": 3, "min_test": 2}
+    raw = load_source(base, root=tmp_path / "raw")
+    std = load_source({**base, "standardize": True}, root=tmp_path / "raw")
+    train = raw.x[~raw.is_test]
+    expected = (raw.x - train.mean(0)) / (train.std(0) + 1e-6)
+    np.testing.assert_allclose(std.x, expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(std.x[~std.is_test].mean(0), 0, atol=1e-5)
+
+
+def test_fed_emnist_wrong_checksum_fails_and_leaves_no_file(mirror, tmp_path, monkeypatch):
+    serve_dir, requested = mirror
+    _, archive = tiny_fed_emnist(tmp_path, np.random.default_rng(10))
+    publish(serve_dir, monkeypatch, "fed_emnist", {"fed_emnist.tar.bz2": archive})
+    expected = hashlib.sha256(b"the real archive").hexdigest()
+    monkeypatch.setitem(download.SHA256["fed_emnist"], "fed_emnist.tar.bz2", expected)
+    with pytest.raises(ValueError, match="fed_emnist.tar.bz2") as err:
+        load_source({"name": "fed_emnist"}, root=tmp_path / "raw")
+    assert expected in str(err.value) and hashlib.sha256(archive).hexdigest() in str(err.value)
+    assert requested == ["/fed_emnist/fed_emnist.tar.bz2"]
+    assert files_under(tmp_path / "raw") == []
+
+
+def test_fed_emnist_extracts_only_its_two_members(mirror, tmp_path, monkeypatch):
+    serve_dir, _ = mirror
+    members = {"fed_emnist_train.h5": "train", "../fed_emnist_test.h5": "test", "../../escape.h5": "train"}
+    _, archive = tiny_fed_emnist(tmp_path, np.random.default_rng(11), members=members)
+    publish(serve_dir, monkeypatch, "fed_emnist", {"fed_emnist.tar.bz2": archive})
+    paths = download.extract_fed_emnist(tmp_path / "raw" / "sub")
+    folder = tmp_path / "raw" / "sub" / "fed_emnist"
+    extracted = folder / ("extracted-" + download.SHA256["fed_emnist"]["fed_emnist.tar.bz2"][:16])
+    assert paths == {"train": extracted / "fed_emnist_train.h5", "test": extracted / "fed_emnist_test.h5"}
+    assert sorted(files_under(tmp_path / "raw")) == sorted([folder / "fed_emnist.tar.bz2", *paths.values()])
+
+
+def test_fed_emnist_missing_member_is_named(mirror, tmp_path, monkeypatch):
+    serve_dir, _ = mirror
+    _, archive = tiny_fed_emnist(tmp_path, np.random.default_rng(12), members={"fed_emnist_train.h5": "train"})
+    publish(serve_dir, monkeypatch, "fed_emnist", {"fed_emnist.tar.bz2": archive})
+    with pytest.raises(ValueError, match=r"\['fed_emnist_test.h5'\] are missing"):
+        download.extract_fed_emnist(tmp_path / "raw")
+
+
+@pytest.mark.parametrize("x,y,message", [
+    (np.full((3, 28, 28), 2.0, np.float32), np.zeros(3, np.int32), r"f9_bad/pixels: values must lie in \[0, 1\]"),
+    (np.zeros((3, 28, 27), np.float32), np.zeros(3, np.int32), r"f9_bad/pixels: expected float \[n, 28, 28\]"),
+    (np.zeros((3, 28, 28), np.float32), np.zeros(2, np.int32), "f9_bad/label: expected 3 integer labels"),
+    (np.zeros((3, 28, 28), np.float32), np.full(3, 62, np.int32), r"f9_bad/label: labels must lie in \[0, 62\)"),
+])
+def test_fed_emnist_malformed_writer_is_named(mirror, tmp_path, monkeypatch, x, y, message):
+    serve_dir, _ = mirror
+    writers = {**WRITERS, "f9_bad": (0, 3)}  # its train entry is replaced by the malformed one below
+    _, archive = tiny_fed_emnist(tmp_path, np.random.default_rng(13), writers=writers, extra_train={"f9_bad": (x, y)})
+    publish(serve_dir, monkeypatch, "fed_emnist", {"fed_emnist.tar.bz2": archive})
+    with pytest.raises(ValueError, match=message):
+        load_source({"name": "fed_emnist", "min_train": 2, "min_test": 2}, root=tmp_path / "raw")

@@ -322,3 +322,96 @@ def test_schema_accepts_every_valid_spec(validator):
 def test_schema_rejects_naming_the_key(validator, spec, pattern):
     err = schema_error(validator, spec)
     assert err is not None and re.search(pattern, err), err
+
+
+# --- fixed per-client split sizes (DAC's n_data_train / n_data_val) ----------------------------------------
+
+FIXED = {"train": 5, "val": 2, "test": 2}
+DAC_ROTATION = {"angles": [0, 180, 10, 350], "shares": [0.7, 0.2, 0.05, 0.05]}
+
+
+@pytest.mark.parametrize("scheme", sorted(SPECS))
+def test_per_client_gives_exact_sizes_from_the_clients_own_samples(scheme, digits, synthetic):
+    pool = pool_for(scheme, digits, synthetic)
+    spec = {"scheme": scheme, **SPECS[scheme], "seed": 5}
+    fixed = partition(pool, {**spec, "per_client": FIXED})
+    dealt = partition(pool, spec)                     # same seed, same deal: only the split differs
+    for split, size in FIXED.items():
+        assert [len(idx) for idx in fixed.split(split)] == [size] * fixed.num_clients
+    used = np.concatenate([all_indices(fixed, k) for k in range(fixed.num_clients)])
+    assert len(np.unique(used)) == len(used) == fixed.num_clients * sum(FIXED.values())  # no sample twice
+    for k in range(fixed.num_clients):
+        assert set(all_indices(fixed, k)) <= set(all_indices(dealt, k))                  # drawn from its own deal
+    np.testing.assert_array_equal(fixed.cluster, dealt.cluster)
+    again = partition(pool, {**spec, "per_client": FIXED})
+    other = partition(pool, {**spec, "seed": 6, "per_client": FIXED})
+    assert all(np.array_equal(a, b) for a, b in zip(fixed.train, again.train))
+    assert any(not np.array_equal(a, b) for a, b in zip(fixed.train, other.train))
+
+
+def test_per_client_dac_covariate_shift(digits):
+    # the spec's setting scaled to digits: 40 clients in 4 rotation clusters of 70/20/5/5% in index order
+    part = partition(digits, {"scheme": "iid", "num_clients": 40, "rotation": DAC_ROTATION,
+                              "per_client": {"train": 25, "val": 8, "test": 10}})
+    assert part.rotation.tolist() == [0] * 28 + [180] * 8 + [10] * 2 + [350] * 2
+    assert part.cluster.tolist() == [0] * 28 + [1] * 8 + [2] * 2 + [3] * 2
+    stats = partition_stats(digits, part)
+    assert {tuple(c["sizes"].values()) for c in stats["clients"]} == {(25, 8, 10)}
+    assert stats["num_samples"]["dealt"] == 40 * 43                  # the rest of each client's deal is unused
+
+
+def test_per_client_dac_label_shift_restricts_every_split(digits):
+    part = partition(digits, {"scheme": "label_groups", "num_clients": 10, **DAC_GROUPS,
+                              "per_client": {"train": 40, "val": 10, "test": 20}})
+    for k in range(10):
+        classes = {0, 1, 8, 9} if k < 4 else {2, 3, 4, 5, 6, 7}
+        for split in ("train", "val", "test"):
+            assert set(digits.y[part.split(split)[k]].tolist()) <= classes
+        assert labels_of(digits, part, k) == classes    # 70 samples over 4 or 6 classes: all of them appear
+
+
+def test_per_client_test_data_is_rotated_like_train(tmp_path):
+    from pcl.data.federation import Federation
+
+    fed = Federation.build({"source": {"name": "digits"},
+                            "partition": {"scheme": "iid", "num_clients": 10, "seed": 2,
+                                          "rotation": {"angles": [0, 180], "shares": [0.5, 0.5]},
+                                          "per_client": {"train": 20, "val": 5, "test": 10}}}, root=tmp_path)
+    raw = fed.pool.x
+    for split in ("train", "val", "test"):
+        data = fed.client_data(split)
+        assert data.n.tolist() == [{"train": 20, "val": 5, "test": 10}[split]] * 10
+        for k, idx in enumerate(fed.part.split(split)):
+            upright = raw[idx]
+            expected = upright[..., ::-1, ::-1] if k >= 5 else upright   # 180 degrees = both axes reversed
+            np.testing.assert_array_equal(data.x[k, :len(idx)].numpy(), expected)
+
+
+@pytest.mark.parametrize("extra, pattern", [
+    ({"scheme": "iid", "num_clients": 100, "per_client": {"train": 10, "val": 5, "test": 5}},
+     r"20 samples .* x num_clients=100 = 2000, more than the 1797 samples"),
+    ({"scheme": "label_groups", "num_clients": 10, "groups": DAC_GROUPS["groups"], "shares": [0.8, 0.2],
+      "per_client": {"train": 60, "val": 20, "test": 20}},     # 714 vehicle digits for 8 clients: about 89 each
+     r"needs 100 samples per client, but scheme 'label_groups' dealt 8 of 10 clients fewer \(client 0 has 8\d,"),
+    ({"scheme": "iid", "num_clients": 5, "per_client": {"train": 10, "val": 5}}, "per_client"),
+    ({"scheme": "iid", "num_clients": 5, "per_client": {"train": 10, "val": 5, "test": 0}}, "per_client.test=0"),
+    ({"scheme": "iid", "num_clients": 5, "per_client": {"train": 10, "val": 5, "test": 5, "tset": 1}}, "tset"),
+    ({"scheme": "iid", "num_clients": 5, "per_client": {"train": 10, "val": 5, "test": 5}, "val_frac": 0.2},
+     "drop val_frac"),
+])
+def test_per_client_bad_specs_raise(digits, extra, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        partition(digits, extra)
+
+
+@pytest.mark.parametrize("per_client, extra, pattern", [
+    ({"train": 5, "val": 2, "test": 2}, {"val_frac": 0.1}, "'val_frac' should not be valid"),
+    ({"train": 5, "val": 2, "test": 2}, {"test_frac": 0.1}, "'test_frac' should not be valid"),
+    ({"train": 5, "val": 2}, {}, "'test' is a required property"),
+    ({"train": 5, "val": 2, "test": 0}, {}, r"\['per_client', 'test'\] 0 is less than"),
+    ({"train": 5, "val": 2, "test": 2, "n": 1}, {}, "'n' was unexpected"),
+])
+def test_schema_checks_per_client(validator, per_client, extra, pattern):
+    assert schema_error(validator, {"scheme": "iid", "num_clients": 5, "per_client": FIXED}) is None
+    err = schema_error(validator, {"scheme": "iid", "num_clients": 5, "per_client": per_client, **extra})
+    assert err is not None and re.search(pattern, err), err

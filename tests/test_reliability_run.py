@@ -252,3 +252,128 @@ def test_yaml_merge_keys_still_allowed(tmp_path):
     path = tmp_path / "merge.yaml"
     path.write_text(text)
     assert load_experiment(path)["algorithms"]["fedavg"]["other"] == {"lr": 0.2}
+
+
+# --- 7. empty evaluation splits: "no data", never 0.0 --------------------------------------------------------------
+def test_score_of_a_client_without_samples_is_nan():
+    """0 samples used to give loss 0.0 and accuracy 0.0 (a sum over nothing divided by n clamped to 1)."""
+    from pcl.data.types import ClientData
+    from pcl.engine.evaluate import score
+
+    out = torch.tensor([[[2.0, 0.0], [0.0, 2.0]], [[5.0, 5.0], [5.0, 5.0]]])  # client 1: padding only
+    data = ClientData(x=torch.zeros(2, 2, 1), y=torch.tensor([[0, 0], [0, 0]]), n=torch.tensor([2, 0]))
+    m = score(out, data)
+    assert m["acc"][0] == 0.5 and m["n"].tolist() == [2.0, 0.0]
+    expected = (torch.log1p(torch.exp(torch.tensor(-2.0))) + torch.log1p(torch.exp(torch.tensor(2.0)))) / 2
+    assert torch.isclose(m["loss"][0], expected)
+    assert m["loss"][1].isnan() and m["acc"][1].isnan()
+    reg = score(torch.ones(2, 2, 1), ClientData(torch.zeros(2, 2, 1), torch.zeros(2, 2), torch.tensor([1, 0])))
+    assert reg["mse"][0] == 1.0 and reg["mse"][1].isnan()
+
+
+def _federation_without(root, split, clients):
+    """The module's federation with ``split`` of ``clients`` emptied (its samples moved to train); the partitioner
+    never makes an empty split (it keeps >= 1 sample per split, however small val_frac), a hand-made or natural
+    federation can."""
+    import numpy as np
+
+    fed = Federation.build(CONFIG["data"])
+    for k in clients:
+        moved = getattr(fed.part, split)[k]
+        fed.part.train[k] = np.concatenate([fed.part.train[k], moved])
+        getattr(fed.part, split)[k] = moved[:0]
+    fed.save(root)
+    return root
+
+
+def _train_pair(fed, tmp_path):
+    runs = []
+    for alg in ("local", "fedavg"):
+        train(_cfg(rounds=3), fed, tmp_path / alg, algorithm=alg, setting="default", seed=0, progress=False)
+        runs.append(tmp_path / alg)
+    return runs
+
+
+def _metrics(run):
+    import pandas as pd
+
+    return pd.read_csv(run / "metrics.csv")
+
+
+@pytest.mark.parametrize("empty", [[1, 4], list(range(6))], ids=["some", "all"])
+def test_empty_validation_split_has_no_metric_and_selection_skips_it(empty, tmp_path):
+    import pandas as pd
+
+    from pcl.results import summarize
+
+    fed = _federation_without(tmp_path / "fed", "val", empty)
+    runs = _train_pair(fed, tmp_path)  # the NaN loss of an empty split is not divergence: training finishes
+    val = _metrics(runs[1]).query("split == 'val'")
+    assert not val["value"].isna().any()
+    for k in empty:  # only the sample count, 0, is written for a client without validation data
+        assert val[val["client"] == k][["metric", "value"]].drop_duplicates().values.tolist() == [["n", 0.0]]
+    has_val = sorted(set(range(6)) - set(empty))
+    assert sorted(val.loc[val["metric"] == "acc", "client"].unique()) == has_val
+
+    summary = summarize(runs, tmp_path / "summary")
+    clients = pd.read_csv(tmp_path / "summary" / "clients.csv")
+    assert sorted(clients["client"].unique()) == list(range(6))  # every client has test data: all reported
+    if has_val:  # best_val: the round of the best mean validation accuracy over the clients that have some
+        for run in runs:
+            acc = _metrics(run).query("split == 'val' and metric == 'acc'")
+            mean = acc.groupby("round")["value"].mean()
+            chosen = clients[(clients["algorithm"] == run.name) & (clients["selection"] == "best_val")]
+            assert chosen["round"].unique().tolist() == [mean[mean == mean.max()].index.min()]
+    else:  # nothing to select on: only final
+        assert set(summary["selection"]) == {"final"} and set(clients["selection"]) == {"final"}
+    assert not summary["mean"].isna().any()
+
+
+def test_empty_test_split_client_is_left_out_of_statistics(tmp_path):
+    import numpy as np
+    import pandas as pd
+
+    from pcl.results import summarize
+
+    fed = _federation_without(tmp_path / "fed", "test", [2])
+    runs = _train_pair(fed, tmp_path)
+    summarize(runs, tmp_path / "summary")
+    clients = pd.read_csv(tmp_path / "summary" / "clients.csv")
+    assert 2 not in set(clients["client"])
+    per_run = pd.read_csv(tmp_path / "summary" / "runs.csv")
+    test = _metrics(runs[1]).query("split == 'test' and round == 3").pivot(index="client", columns="metric",
+                                                                             values="value")
+    assert 2 not in test["acc"].dropna().index and test.loc[2, "n"] == 0
+    others = test.drop(index=2)
+    got = per_run.query("algorithm == 'fedavg' and selection == 'final'").set_index("stat")["value"]
+    assert np.isclose(got["mean"], others["acc"].mean())
+    assert np.isclose(got["wmean"], np.average(others["acc"], weights=others["n"]))
+    assert np.isclose(got["worst"], others["acc"].min())
+
+
+# --- 8. crafted federation files at the CLI: one error line ------------------------------------------------------
+@pytest.mark.parametrize("defect, named", [("train_ptr", "'train_ptr'"), ("bytes", "not a readable federation")])
+def test_crafted_federation_is_one_error_line(defect, named, fed_dir, tmp_path):
+    import json
+    import shutil
+
+    import numpy as np
+
+    from pcl.io import npz_bytes, sha256_file
+
+    crafted = tmp_path / "fed"
+    shutil.copytree(fed_dir, crafted)
+    npz = crafted / "federation.npz"
+    if defect == "bytes":
+        npz.write_bytes(b"PK\x03\x04 not a zip")
+    else:  # a pointer past the end, re-hashed into stats.json as a consistent rewrite would be
+        with np.load(npz, allow_pickle=False) as z:
+            a = {k: z[k].copy() for k in z.files}
+        a["train_ptr"][-1] += 5
+        npz.write_bytes(npz_bytes(a))
+        stats = json.loads((crafted / "stats.json").read_text())
+        (crafted / "stats.json").write_text(json.dumps({**stats, "federation_sha256": sha256_file(npz)}))
+    res = CliRunner().invoke(app, ["train", str(_write(tmp_path, CONFIG)), str(crafted), str(tmp_path / "run"),
+                                   "--algorithm", "local", "--no-progress"])
+    assert res.exit_code == 2 and "Traceback" not in res.output, res.output
+    assert len(_error_lines(res.output)) == 1 and named in res.output and str(npz) in res.output

@@ -171,9 +171,35 @@ def test_paired_diff_across_seeds(tmp_path):
     assert row["diff_ci95"] == pytest.approx(T_975_DF2 * d.std(ddof=1) / math.sqrt(3))
     assert row["diff_ci95"] < row["ci95_a"]  # pairing removes the between-seed spread
     text = results.format_diff(table, "exp_a", "exp_b")
-    assert "fedavg/default" in text and "+0.06 ± 0.02484 (n=3) *" in text  # CI excludes 0
+    assert "fedavg/default" in text and "+0.060 ± 0.025 (n=3) *" in text  # CI excludes 0; 2 significant digits
+    assert "* = its CI excludes 0" in text  # the marker is explained
     std_lines = [line for line in text.splitlines() if " std " in line]
     assert std_lines and not any(line.endswith("*") for line in std_lines)  # one client: std 0 on both sides
+
+
+def test_cli_diff_refuses_other_federations_and_filters(tmp_path):
+    from typer.testing import CliRunner
+
+    from pcl.cli import app
+
+    def experiment(name, federation, accs):
+        runs = [write_run(tmp_path / "runs", "fedavg", seed, {1: [acc, acc]}, experiment=name, federation=federation)
+                for seed, acc in accs.items()]
+        results.summarize(runs, tmp_path / name)
+        return str(tmp_path / name)
+
+    a = experiment("a", "a" * 64, {0: 0.6, 1: 0.7})
+    b = experiment("b", "a" * 64, {0: 0.62, 1: 0.75})
+    c = experiment("c", "c" * 64, {0: 0.62, 1: 0.75})
+    runner = CliRunner()
+    refused = runner.invoke(app, ["diff", a, c])
+    assert refused.exit_code == 2 and "different federations" in refused.output and "--force" in refused.output
+    forced = runner.invoke(app, ["diff", a, c, "--force"])
+    assert forced.exit_code == 0 and "fedavg/default" in forced.output
+    only = runner.invoke(app, ["diff", a, b, "--stat", "mean", "--selection", "final"])
+    lines = [line for line in only.output.splitlines() if "fedavg/default" in line]
+    assert only.exit_code == 0 and len(lines) == 1  # the mean at the final round only
+    assert all(" final " in line and " mean " in line for line in lines)
 
 
 def test_diff_rejects_mixed_experiments(tmp_path):

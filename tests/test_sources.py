@@ -254,9 +254,18 @@ def test_schema_accepts_every_default(schema):
         ({"name": "synthetic_mean", "nu": 2}, ["nu"], "2"),
         ({"name": "synthetic_mixture", "samples_per_client": [3, 0]}, ["samples_per_client"], "[3, 0]"),
         ({"name": "mnsit"}, ["name"], "'mnsit'"),
+        ({"name": "fed_emnist", "max_per_client": 0}, ["max_per_client"], "0"),
+        ({"name": "fed_emnist", "num_clients": 3}, [], "'num_clients'"),
     ],
 )
 def test_schema_errors_name_the_bad_key_or_value(schema, spec, path, fragment):
     errors = schema_errors(schema, spec)
     assert len(errors) == 1
     assert list(errors[0].absolute_path) == path and fragment in errors[0].message
+
+
+@pytest.mark.parametrize("key,value", [("min_train", 0), ("min_test", 1.5), ("max_per_client", True)])
+def test_fed_emnist_checks_its_options_before_downloading(tmp_path, key, value):
+    with pytest.raises(ValueError, match=f"{key}: must be an integer >= 1, got {value!r}"):
+        load_source({"name": "fed_emnist", key: value}, root=tmp_path)
+    assert not any(tmp_path.iterdir())

@@ -1,6 +1,6 @@
 """Closed forms of pcl.theory against the spec tables and against Monte Carlo from pcl.sim.
 
-Specs: shared/papers/wga-bias-correction.md (§1.5) and shared/papers/optimal-model-averaging.md (§2.3-2.4).
+Specs: docs/papers/wga-bias-correction.md (§1.5) and docs/papers/optimal-model-averaging.md (§2.3-2.4).
 Tolerances follow spec §4.3: ≤3% for stationary errors at ≥300 seeds, ≤1% for the averaging curve at
 ≥10⁵ replications, log-log slopes −1 ± 0.1 (linear speedup) and |slope| < 0.1 (bias plateau).
 """

@@ -92,6 +92,11 @@ class Algorithm:
         params = self.personalized(state)  # once for all splits: it may fine-tune
         return {s: evaluate(self.ctx.model, params, self.ctx.data(s)) for s in splits}
 
+    def export(self, state: dict) -> Params:
+        """The run's final shared model, saved as ``model.pt`` (what another run's ``init_from`` loads): the
+        unstacked ``state['global']`` where the algorithm has one, else nothing (an empty file)."""
+        return state.get("global", {}) if isinstance(state.get("global"), dict) else {}
+
     def finish(self, state: dict) -> dict:
         """Post-training step (e.g. a final fine-tune); the default changes nothing."""
         return state

@@ -1,5 +1,5 @@
 """Bias correction (BC), personalized for everyone (Chayti et al., arXiv 2111.05968, spec
-shared/papers/wga-bias-correction.md §1.3). The update form is RECONSTRUCTED (spec §1.3 [R]): the paper's text was
+docs/papers/wga-bias-correction.md §1.3). The update form is RECONSTRUCTED (spec §1.3 [R]): the paper's text was
 not available, only the idea "use past observed gradients to estimate and correct the collaborators' bias".
 
 Client i keeps its model x_i and an EMA c_i (parameter-shaped) of the bias ∇f_i − Σ_j w_ij ∇f_j. At each step

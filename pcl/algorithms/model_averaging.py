@@ -1,5 +1,5 @@
 """Optimal model averaging on neural networks (Grimberg, Hartley, Karimireddy, Jaggi, "Optimal Model Averaging:
-Towards Personalized Collaborative Learning", arXiv 2110.12946; spec shared/papers/optimal-model-averaging.md).
+Towards Personalized Collaborative Learning", arXiv 2110.12946; spec docs/papers/optimal-model-averaging.md).
 
 The paper shows, for scalar mean estimation, that some weight α on the global model always beats the local model,
 with α* = E[(L−μ)(L−G)] / E[(L−G)²] (closed forms in ``pcl.theory.averaging``). Its neural-network use here is our

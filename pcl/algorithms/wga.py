@@ -1,5 +1,5 @@
 """Weighted gradient averaging (WGA), personalized for everyone (Chayti, Karimireddy, Stich, Flammarion, Jaggi,
-"Linear Speedup in Personalized Collaborative Learning", arXiv 2111.05968; spec shared/papers/wga-bias-correction.md
+"Linear Speedup in Personalized Collaborative Learning", arXiv 2111.05968; spec docs/papers/wga-bias-correction.md
 §1.2).
 
 Every client i is a target with its own model x_i and its own weight row A[i, :]. At each step every task j draws

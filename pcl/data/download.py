@@ -1,4 +1,5 @@
-"""Download, verify and parse the real image data sets (MNIST, Fashion-MNIST, CIFAR-10, EMNIST byclass).
+"""Download, verify and parse the real image data sets (MNIST, Fashion-MNIST, CIFAR-10, EMNIST byclass, and
+TFF's federated EMNIST-62 with writers as clients).
 
 Every file is fetched by ``pooch`` from a pinned URL and checked against a pinned SHA-256 before it is
 moved into the cache ``root/<dataset>/``. Pooch streams into a temporary file in that folder and deletes
@@ -10,13 +11,18 @@ Where the hashes come from (each URL is pinned together with the hash published 
   fashion_mnist,emnist}.txt``. MNIST uses Google's CVDF copy of LeCun's files (the copy TFDS pins; the
   original host yann.lecun.com often refuses downloads).
 - CIFAR-10 (python version): ``keras-team/keras`` ``keras/src/datasets/cifar10.py``.
+- Federated EMNIST (``fed_emnist.tar.bz2``): TensorFlow Federated's ``tff.simulation.datasets.emnist.load_data``
+  (``tensorflow_federated/python/simulation/datasets/emnist.py`` up to TFF 0.19, the version Pillutla et al. 2022
+  use), which passes ``file_hash=<sha256>, hash_algorithm='sha256'`` to ``tf.keras.utils.get_file``. Later TFF
+  versions load ``emnist_all.sqlite.lzma`` instead; the tarball is still served at the same URL.
 
 A mirror replaces every official URL with ``<mirror>/<dataset>/<file>`` (argument ``mirror`` or the
 environment variable ``PCL_DATA_MIRROR``), the same layout as the cache: ``python -m http.server -d
 data/raw`` on one machine is a mirror for the others. The tests use it to serve small files on loopback.
 
-Parsers never trust the bytes: IDX headers are checked (magic number, dimensions, size), and the CIFAR
-pickles are read with an unpickler that can only build numpy arrays (see ``_ArrayUnpickler``).
+Parsers never trust the bytes: IDX headers are checked (magic number, dimensions, size), the CIFAR
+pickles are read with an unpickler that can only build numpy arrays (see ``_ArrayUnpickler``), and the federated
+EMNIST HDF5 files are read with h5py as plain numeric arrays whose dtypes, shapes and ranges are checked.
 """
 from __future__ import annotations
 
@@ -24,6 +30,7 @@ import gzip
 import io
 import os
 import pickle
+import shutil
 import tarfile
 import zipfile
 from pathlib import Path
@@ -38,6 +45,7 @@ URLS = {
     "fashion_mnist": "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
     "cifar10": "https://www.cs.toronto.edu/~kriz/",
     "emnist": "https://www.itl.nist.gov/iaui/vip/cs_links/EMNIST/",
+    "fed_emnist": "https://storage.googleapis.com/tff-datasets-public/",
 }
 
 SHA256 = {
@@ -58,6 +66,9 @@ SHA256 = {
     },
     "emnist": {
         "gzip.zip": "fb9bb67e33772a9cc0b895e4ecf36d2cf35be8b709693c3564cea2a019fcda8e",
+    },
+    "fed_emnist": {
+        "fed_emnist.tar.bz2": "fe1ed5a502cea3a952eb105920bff8cffb32836b5173cb18a57a32c3606f3ea0",
     },
 }
 
@@ -209,3 +220,92 @@ def load_cifar10(root: str | Path, mirror: str | None = None) -> tuple[Split, Sp
     batches = [_cifar_batch(raw[n], f"{archive.name}:{n}") for n in names]
     train = tuple(np.concatenate(parts) for parts in zip(*batches[:5]))
     return train, batches[5]
+
+
+# --- TFF federated EMNIST: writers as clients ----------------------------------------------------------------------
+
+FED_EMNIST_SPLITS = ("train", "test")
+
+
+def extract_fed_emnist(root: str | Path, mirror: str | None = None) -> dict[str, Path]:
+    """Verified ``fed_emnist.tar.bz2`` -> the paths of its ``fed_emnist_{train,test}.h5``.
+
+    HDF5 needs random access, so the two members (and nothing else: no names from the archive reach the file
+    system) are streamed out once into a folder named after the archive's pinned hash, each through a temporary
+    file renamed at the end: an interrupted extraction leaves nothing that is read later, and a new pinned archive
+    gets a new folder."""
+    archive = fetch("fed_emnist", "fed_emnist.tar.bz2", root, mirror)
+    folder = archive.parent / f"extracted-{SHA256['fed_emnist'][archive.name][:16]}"
+    paths = {split: folder / f"fed_emnist_{split}.h5" for split in FED_EMNIST_SPLITS}
+    if all(p.is_file() for p in paths.values()):
+        return paths
+    folder.mkdir(parents=True, exist_ok=True)
+    wanted = {p.name: p for p in paths.values()}
+    found = set()
+    with tarfile.open(archive, "r:bz2") as tar:  # one pass over the stream
+        for member in tar:
+            name = member.name.rsplit("/", 1)[-1]
+            if member.isfile() and name in wanted and name not in found:
+                part = wanted[name].with_name(name + ".part")
+                with tar.extractfile(member) as src, open(part, "wb") as dst:
+                    shutil.copyfileobj(src, dst, 1 << 20)
+                os.replace(part, wanted[name])
+                found.add(name)
+    missing = sorted(set(wanted) - found)
+    if missing:
+        raise ValueError(f"{archive}: member(s) {missing} are missing")
+    return paths
+
+
+def _h5py():
+    try:
+        import h5py
+    except ImportError:  # pragma: no cover - h5py is a dependency; this names it if an environment lacks it
+        raise ImportError("reading TFF's federated EMNIST needs h5py (pip install h5py)") from None
+    return h5py
+
+
+def _tff_client(group, name: str, limit: int) -> Split:
+    """The first ``limit`` examples of one writer: pixels float in [0, 1] [n, 28, 28], labels in [0, 62)."""
+    pixels, labels = group["pixels"], group["label"]
+    n = pixels.shape[0]
+    if labels.dtype.kind not in "iu" or labels.shape not in ((n,), (n, 1)):
+        raise ValueError(f"{name}/label: expected {n} integer labels, got {labels.dtype} {list(labels.shape)}")
+    x = np.asarray(pixels[:limit], dtype=np.float32)
+    if x.size and not (x.min() >= 0 and x.max() <= 1):  # also rejects NaN
+        raise ValueError(f"{name}/pixels: values must lie in [0, 1], got [{x.min()}, {x.max()}]")
+    y = np.asarray(labels[:limit]).reshape(-1)
+    return x, _labels(y, len(x), 62, f"{name}/label")
+
+
+def read_fed_emnist(paths: dict[str, Path], min_train: int, min_test: int,
+                    max_per_client: int) -> tuple[list[str], dict[str, list[Split]]]:
+    """The writers with at least ``min_train`` training and ``min_test`` test examples (full sizes, before the cap;
+    Pillutla et al.: 100 and 25, 1,114 writers), sorted by id, and per split each one's first ``max_per_client``
+    examples in file order (the official loader's ``take``). Images keep TFF's values: 1 = background."""
+    h5py = _h5py()
+    with h5py.File(paths["train"], "r") as train, h5py.File(paths["test"], "r") as test:
+        examples = {}
+        for split, f in (("train", train), ("test", test)):
+            group = f.get("examples")
+            if not isinstance(group, h5py.Group):
+                raise ValueError(f"{paths[split]}: no group 'examples' (not a TFF federated EMNIST file)")
+            examples[split] = group
+
+        def size(split: str, writer: str) -> int:
+            """Examples of one writer, from the dataset's shape alone; checks its layout first."""
+            entry, name = examples[split][writer], f"{paths[split].name}:{writer}"
+            if not isinstance(entry, h5py.Group) or not all(
+                    isinstance(entry.get(k), h5py.Dataset) for k in ("pixels", "label")):
+                raise ValueError(f"{name}: a client must be a group with datasets 'pixels' and 'label'")
+            pixels = entry["pixels"]
+            if pixels.dtype.kind != "f" or pixels.ndim != 3 or pixels.shape[1:] != (28, 28):
+                raise ValueError(f"{name}/pixels: expected float [n, 28, 28], got {pixels.dtype} {list(pixels.shape)}")
+            return pixels.shape[0]
+
+        sizes = {split: {w: size(split, w) for w in examples[split]} for split in FED_EMNIST_SPLITS}
+        writers = sorted(w for w, n in sizes["train"].items()
+                         if n >= min_train and sizes["test"].get(w, 0) >= min_test)
+        data = {split: [_tff_client(examples[split][w], f"{paths[split].name}:{w}", max_per_client)
+                        for w in writers] for split in FED_EMNIST_SPLITS}
+    return writers, data

@@ -1,12 +1,14 @@
 """Deal a ``Pool``'s samples to clients: label and quantity skew, planted clusters, covariate shift, splits.
 
 ``partition(pool, spec)`` looks up ``spec["scheme"]`` in ``SCHEMES``; the other keys are either common
-(``seed``, ``val_frac``, ``test_frac``, ``rotation``, ``noise``) or the scheme function's keyword arguments,
-checked against its signature. Every scheme returns an *owner* array (the client of each sample, -1 when
-unused), so no sample can reach two clients, and all randomness comes from one
+(``seed``, ``val_frac``, ``test_frac``, ``per_client``, ``rotation``, ``noise``) or the scheme function's keyword
+arguments, checked against its signature. Every scheme returns an *owner* array (the client of each sample, -1
+when unused), so no sample can reach two clients, and all randomness comes from one
 ``numpy.random.default_rng(spec["seed"])``. Each client's own samples are then split at random into
-train/val/test by ``val_frac``/``test_frac`` (``pool.is_test`` is ignored), so a client's test data
-follows its own label distribution and, since the shift is per client, its own rotation and noise.
+train/val/test, either by ``val_frac``/``test_frac`` or, with ``per_client: {train: a, val: b, test: c}``, into
+exactly a/b/c samples with the client's remaining samples left unused (DAC's ``n_data_train``/``n_data_val``,
+dac.md section 1.2). ``pool.is_test`` is ignored, so a client's test data follows its own label distribution
+and, since the shift is per client, its own rotation and noise.
 """
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ import numpy as np
 
 from pcl.data.types import Partition, Pool
 
-COMMON_KEYS = ("scheme", "seed", "val_frac", "test_frac", "rotation", "noise")
+COMMON_KEYS = ("scheme", "seed", "val_frac", "test_frac", "per_client", "rotation", "noise")
 SPLITS = ("train", "val", "test")
 
 
@@ -336,6 +338,16 @@ def _noise(spec: dict, num_clients: int) -> np.ndarray:
     return np.full(num_clients, _real("noise.std", std))
 
 
+def _by_client(owner: np.ndarray, code: np.ndarray, num_clients: int) -> dict[str, list[np.ndarray]]:
+    """Per split (``code`` 0/1/2 = train/val/test, anything else unused), each client's sorted sample indices."""
+    out = {}
+    for c, name in enumerate(SPLITS):
+        idx = np.flatnonzero((owner >= 0) & (code == c))
+        counts = np.bincount(owner[idx], minlength=num_clients)
+        out[name] = np.split(idx[np.argsort(owner[idx], kind="stable")], np.cumsum(counts)[:-1])
+    return out
+
+
 def _split(owner: np.ndarray, num_clients: int, val_frac: float, test_frac: float,
            rng: np.random.Generator) -> dict[str, list[np.ndarray]]:
     """Split each client's own samples at random: round(frac x size) to val and test, at least one each."""
@@ -351,11 +363,35 @@ def _split(owner: np.ndarray, num_clients: int, val_frac: float, test_frac: floa
     rank = _random_rank(owner, rng)
     safe = np.maximum(owner, 0)
     code = np.where(rank < n_val[safe], 1, np.where(rank < n_val[safe] + n_test[safe], 2, 0))
-    out = {}
-    for c, (name, counts) in enumerate(zip(SPLITS, (sizes - n_val - n_test, n_val, n_test))):
-        idx = np.flatnonzero((owner >= 0) & (code == c))
-        out[name] = np.split(idx[np.argsort(owner[idx], kind="stable")], np.cumsum(counts)[:-1])
-    return out
+    return _by_client(owner, code, num_clients)
+
+
+def _per_client(value) -> dict[str, int]:
+    spec = _keys("per_client", value, set(SPLITS))
+    missing = [s for s in SPLITS if s not in spec]
+    if missing:
+        _fail("per_client", value, f"a mapping with all of {list(SPLITS)} (sample counts per client)")
+    return {s: _int(f"per_client.{s}", spec[s], 1) for s in SPLITS}
+
+
+def _split_fixed(owner: np.ndarray, num_clients: int, sizes: dict[str, int], scheme: str, pool: Pool,
+                 rng: np.random.Generator) -> dict[str, list[np.ndarray]]:
+    """Exactly ``sizes[split]`` samples per client and split, drawn at random without replacement from the
+    client's own samples (so clients stay disjoint); the rest of its samples are left unused."""
+    need = sum(sizes.values())
+    if need * num_clients > len(pool.y):
+        raise ValueError(f"partition: per_client asks for {need} samples ({sizes['train']} train + {sizes['val']} "
+                         f"val + {sizes['test']} test) x num_clients={num_clients} = {need * num_clients}, more than "
+                         f"the {len(pool.y)} samples of pool {pool.name!r}; use fewer clients or smaller splits")
+    have = np.bincount(owner[owner >= 0], minlength=num_clients)
+    short = np.flatnonzero(have < need)
+    if short.size:
+        raise ValueError(f"partition: per_client needs {need} samples per client, but scheme {scheme!r} dealt "
+                         f"{short.size} of {num_clients} clients fewer (client {short[0]} has {have[short[0]]}, "
+                         f"the smallest {have.min()}); use fewer clients or smaller splits")
+    rank = _random_rank(owner, rng)
+    return _by_client(owner, np.searchsorted(np.cumsum([sizes[s] for s in SPLITS]), rank, side="right"),
+                      num_clients)
 
 
 def _joint(a: np.ndarray | None, b: np.ndarray | None) -> np.ndarray | None:
@@ -383,6 +419,9 @@ def partition(pool: Pool, spec: dict) -> Partition:
     if missing:
         raise ValueError(f"partition: scheme {name!r} needs key(s) {missing}")
     seed = _int("seed", spec.get("seed", 0), 0)
+    sizes = _per_client(spec["per_client"]) if "per_client" in spec else None
+    if sizes is not None and {"val_frac", "test_frac"} & set(spec):
+        raise ValueError("partition: per_client fixes the size of every split; drop val_frac and test_frac")
     val_frac = _real("val_frac", spec.get("val_frac", 0.15), strict=True)
     test_frac = _real("test_frac", spec.get("test_frac", 0.25), strict=True)
     if val_frac + test_frac >= 1:
@@ -394,7 +433,8 @@ def partition(pool: Pool, spec: dict) -> Partition:
     rotation, rot_cluster = _rotation(spec["rotation"], k) if "rotation" in spec else (np.zeros(k), None)
     noise = _noise(spec["noise"], k) if "noise" in spec else np.zeros(k)
     cluster = _joint(deal.cluster, rot_cluster)
-    splits = _split(deal.owner, k, val_frac, test_frac, rng)
+    splits = (_split(deal.owner, k, val_frac, test_frac, rng) if sizes is None
+              else _split_fixed(deal.owner, k, sizes, name, pool, rng))
     return Partition(**splits, rotation=rotation, noise=noise,
                      cluster=np.full(k, -1, dtype=np.int64) if cluster is None else cluster)
 

@@ -3,7 +3,7 @@
 Every generator draws all of its randomness from ``numpy.random.default_rng(seed)`` and returns a ``Pool``
 whose ``group`` is the owning client of each sample; ``meta`` holds the ground truth (optima, means,
 class means) as numpy arrays. Client 0 is the reference client ("the user" of WGA/OMA, task 0 in
-/work/shared/papers/wga-bias-correction.md and optimal-model-averaging.md); the heterogeneity knobs measure
+docs/papers/wga-bias-correction.md and docs/papers/optimal-model-averaging.md); the heterogeneity knobs measure
 how far every other client (a "collaborator") is from it.
 """
 from __future__ import annotations

@@ -24,10 +24,14 @@ def outputs(model: nn.Module, params: Params, data: ClientData, max_rows: int = 
 def score(out: torch.Tensor, data: ClientData, probabilities: bool = False) -> dict[str, torch.Tensor]:
     """Per-client mean loss and accuracy (classification) or mean squared error (regression), plus ``n``.
 
+    A client with no samples in the split (``n == 0``) has no metric: its loss/acc/mse are NaN (0/0), never 0, so
+    "no data" cannot be mistaken for a perfect loss or a zero accuracy; consumers skip such clients by ``n``
+    (``pcl.run`` writes no row for them, ``pcl.results`` leaves them out of every statistic).
+
     ``probabilities=True`` means ``out`` holds class probabilities (e.g. a mixture of two models' predictions)
     rather than logits; the loss is then the negative log of the mixture probability."""
     m = data.mask().to(out.dtype)
-    denom = data.n.clamp(min=1).to(out.dtype)
+    denom = torch.where(data.n > 0, data.n.to(out.dtype), torch.nan).to(out.device)
     if data.y.dtype.is_floating_point:
         per = (out.squeeze(-1) - data.y) ** 2
         mse = (per * m).sum(1) / denom

@@ -1,11 +1,12 @@
-"""Small nets that declare their parameter groups, so personalization selects parameters by group name."""
+"""Nets that declare their parameter groups, so personalization selects parameters by group name."""
 from __future__ import annotations
 
 from torch import nn
 
 from pcl.models.nets import CNN, MLP, Linear
+from pcl.models.resnet import ResNet18GN
 
-MODELS: dict[str, type[nn.Module]] = {"linear": Linear, "mlp": MLP, "cnn": CNN}
+MODELS: dict[str, type[nn.Module]] = {"linear": Linear, "mlp": MLP, "cnn": CNN, "resnet18_gn": ResNet18GN}
 
 
 def build_model(spec: dict, input_shape: tuple[int, ...], num_outputs: int) -> nn.Module:

@@ -1,6 +1,6 @@
 """One vectorised core for personalized collaborative SGD: weighted gradient averaging and bias correction.
 
-Paper A (Chayti et al., arXiv 2111.05968; spec ``shared/papers/wga-bias-correction.md`` §1.2, §1.3, §4.1).
+Paper A (Chayti et al., arXiv 2111.05968; spec ``docs/papers/wga-bias-correction.md`` §1.2, §1.3, §4.1).
 :func:`collab_sgd` runs ``reps`` independent seeds at once, for one or several *targets*: row m of the
 weight matrix optimises task ``targets[m]``, so ``targets="all"`` with a K×K matrix is the
 personalized-for-everyone form (every task is a target with its own weight row). Each target queries

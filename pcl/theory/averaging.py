@@ -1,7 +1,7 @@
 """Closed forms for optimal weighted model averaging θ_α = (1−α)·L + α·G (scalar mean estimation).
 
 Paper B: Grimberg, Hartley, Karimireddy, Jaggi, *Optimal Model Averaging: Towards Personalized
-Collaborative Learning* (arXiv 2110.12946); specification in ``shared/papers/optimal-model-averaging.md``.
+Collaborative Learning* (arXiv 2110.12946); specification in ``docs/papers/optimal-model-averaging.md``.
 Notation is the spec's (α = weight on the global model); the forms are derived ([D]) and need only
 finite second moments. L is the local mean over n_0 samples (unbiased, variance σ_L²); G is the global
 model, either independent of L or pooled, G = w_0·L + (1−w_0)·O with O the others' mean.

@@ -1,7 +1,7 @@
 """Closed forms for weighted gradient averaging (WGA) and bias correction (BC) on quadratics.
 
 Paper A: Chayti, Karimireddy, Stich, Flammarion, Jaggi, *Linear Speedup in Personalized Collaborative
-Learning* (arXiv 2111.05968); specification in ``shared/papers/wga-bias-correction.md`` (§1.2, §1.3, §1.5).
+Learning* (arXiv 2111.05968); specification in ``docs/papers/wga-bias-correction.md`` (§1.2, §1.3, §1.5).
 Everything here is *derived* ([D]) for the model the spec uses as its oracle:
 
     f_i(x) = (h_i/2)·‖x − b_i‖²,   stochastic gradient h_i(x − b_i) + σ_i·ξ,   ξ ~ N(0, I_d) i.i.d.,

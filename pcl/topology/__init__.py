@@ -14,6 +14,7 @@ from pcl.topology.graphs import (
     with_self_loops,
 )
 from pcl.topology.mixing import (
+    expected_push_sum_weights,
     metropolis_hastings,
     push_sum_average,
     push_sum_step,
@@ -31,6 +32,7 @@ __all__ = [
     "complete",
     "debias",
     "erdos_renyi",
+    "expected_push_sum_weights",
     "gossip",
     "is_connected",
     "k_regular",

@@ -95,3 +95,30 @@ def push_sum_average(values: np.ndarray, graph: Graph, steps: int, rng: np.rando
     for _ in range(steps):
         x, w = push_sum_step(x, w, graph.sample(rng))
     return x / w.reshape((-1,) + (1,) * (x.ndim - 1))
+
+
+def expected_push_sum_weights(graph: Graph) -> np.ndarray:
+    """``E[P_t]``: the exact expectation of :func:`push_sum_weights` over the graph's random edges.
+
+    Column ``i`` of ``P_t`` depends only on node ``i``'s out-edges ``a_ij``, which are independent (on an undirected
+    graph too: they are distinct pairs), with ``D_i = sum_{k != i} a_ik`` Poisson-binomial. So
+    ``E[P_ii] = E[1 / (1 + D_i)]`` and ``E[P_ji] = r_ij E[1 / (2 + D_i^{-j})]``, where ``D_i^{-j}`` leaves ``j`` out.
+    Computed by the Poisson-binomial recursion in O(n^3), so it needs no 2^n enumeration of edge events (pdbo-hgp's
+    ``USE_TRUE_EXPECTED_EDGES``) and is exact on graphs of any size. Static graphs give ``push_sum_weights``.
+    """
+    rates = graph.rates
+    n = graph.num_nodes
+    expected = np.zeros((n, n))
+    for i in range(n):
+        q = np.broadcast_to(rates[i], (n, n)).copy()  # row j: node i's out-edge rates with edge i -> j left out
+        q[:, i] = 0.0
+        q[np.arange(n), np.arange(n)] = 0.0           # row i keeps every edge (its self-loop is not in D_i)
+        pmf = np.zeros((n, n + 1))
+        pmf[:, 0] = 1.0
+        for k in range(n):
+            pk = q[:, k:k + 1]
+            pmf = pmf * (1 - pk) + np.pad(pmf[:, :-1], ((0, 0), (1, 0))) * pk
+        counts = np.arange(n + 1)
+        expected[:, i] = rates[i] * (pmf / (2.0 + counts)).sum(1)
+        expected[i, i] = (pmf[i] / (1.0 + counts)).sum()
+    return expected

@@ -13,7 +13,7 @@ import torch
 
 from pcl.rng import derive
 from pcl.topology.graphs import Graph, make_graph
-from pcl.topology.mixing import metropolis_hastings, push_sum_weights, uniform
+from pcl.topology.mixing import expected_push_sum_weights, metropolis_hastings, push_sum_weights, uniform
 
 MIXING_RULES = {"metropolis_hastings": metropolis_hastings, "uniform": uniform, "push_sum": push_sum_weights}
 DEFAULT_GRAPH = {"name": "complete"}
@@ -91,3 +91,12 @@ class Topology:
     def expected(self) -> torch.Tensor:
         """Float64 [K, K] edge presence probabilities (1 on the diagonal), which hypergradient estimators divide by."""
         return torch.from_numpy(self.graph.expected())
+
+    def push_sum(self, adj: torch.Tensor) -> torch.Tensor:
+        """Float64 [K, K] SGP push-sum weights of ``adj`` (uniform out-weights, self included), whatever ``mixing``
+        says: Stochastic Gradient Push defines its own weights."""
+        return torch.from_numpy(push_sum_weights(adj.cpu().numpy())).to(adj.device)
+
+    def expected_push_sum(self) -> torch.Tensor:
+        """Float64 [K, K] exact ``E[P_t]`` of the SGP weights over the random edges (see expected_push_sum_weights)."""
+        return torch.from_numpy(expected_push_sum_weights(self.graph))

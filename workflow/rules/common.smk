@@ -4,6 +4,7 @@ An experiment is one YAML file, ``<experiments_dir>/<name>.yaml``, checked again
 one the CLI uses, so the workflow and ``pcl`` never disagree on what a valid config is). The Snakefile owns
 only what the CLI does not see: which experiments to run and at which ``scale``.
 """
+import errno
 import re
 from importlib.resources import files
 from pathlib import Path
@@ -12,7 +13,7 @@ import yaml
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-from pcl.config import ConfigError, apply_scale, validate_experiment
+from pcl.config import ConfigError, apply_scale, init_reference, validate_experiment
 from pcl.data import download
 from pcl.io import spec_hash
 
@@ -103,6 +104,13 @@ def run_config(name: str, alg: str, setting: str, seed) -> dict:
             "algorithms": {alg: {setting: exp["algorithms"][alg][setting]}}, "seeds": [int(seed)]}
 
 
+def init_inputs(w) -> list[str]:
+    """The model.pt of the run a setting's `init_from: <algorithm>/<setting>` names (same seed), so the pre-training
+    run is computed once per seed, before every run that starts from it; none for other settings."""
+    ref = init_reference((experiment(w.exp)["algorithms"][w.alg][w.setting] or {}).get("init_from"))
+    return [f"{run_dir(w.exp, *ref, w.seed)}/model.pt"] if ref else []
+
+
 def train_gpus(name: str) -> int:
     """GPUs one train job of experiment ``name`` asks for: 1 where `train.device` is cuda or auto, else 0.
 
@@ -110,6 +118,22 @@ def train_gpus(name: str) -> int:
     submits a job with gpu=N as `sbatch --gpus=N` (add `gpu_model` for `--gpus=<model>:N`).
     """
     return 1 if experiment(name)["train"].get("device", "cpu") in ("cuda", "auto") else 0
+
+
+def train_mem_mb(wildcards, input) -> int:
+    """mem_mb of one train job: pcl.resources' estimate from the run's config and its federation's sizes.
+
+    Until the federation is built the estimate cannot be made; the FileNotFoundError naming that input makes
+    Snakemake hold the resource as to-be-determined and evaluate it once the file exists, before the job runs.
+    `--set-resources train:mem_mb=N` overrides it.
+    """
+    from pcl.resources import train_mem_mb as estimate  # imports torch: only when a train job is scheduled
+
+    federation = str(input.federation)
+    if not Path(federation).is_file():
+        raise FileNotFoundError(errno.ENOENT, "federation not built yet", federation)
+    cfg = run_config(wildcards.exp, wildcards.alg, wildcards.setting, wildcards.seed)
+    return estimate(cfg, wildcards.alg, wildcards.setting, federation, RAW)
 
 
 def federation_dir(name: str) -> str:
@@ -120,7 +144,7 @@ def federation_dir(name: str) -> str:
 def data_spec(fed: str) -> dict:
     """The data spec whose hash is ``fed``, from the experiments loaded so far (the default set first)."""
     for exp in _EXPERIMENTS.values():
-        if spec_hash(exp["data"]) == fed:
+        if exp["kind"] == "federated" and spec_hash(exp["data"]) == fed:
             return exp["data"]
     raise WorkflowError(f"no loaded experiment has data spec hash {fed!r}; "
                         f"loaded: {sorted(_EXPERIMENTS)} (request a report or result of the experiment instead)")

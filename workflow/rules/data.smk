@@ -16,8 +16,7 @@ rule download:
         mem_mb=500,
         runtime=30,
     shell:
-        "python -c 'import sys; from pcl.data.download import fetch; print(fetch(*sys.argv[1:]))'"
-        " {wildcards.dataset} {wildcards.file} " + RAW + " > {log:q} 2>&1"
+        "pcl fetch {wildcards.dataset} {wildcards.file} --data-root " + RAW + " > {log:q} 2>&1"
 
 
 rule federation_config:

@@ -10,8 +10,10 @@ def report_inputs(w) -> dict:
               "config": f"{results}/config.yaml"}
     if exp["kind"] == "simulation":
         return {**common, "run": f"{results}/run.json", "claims": f"{results}/claims.csv"}
+    also = [f"{RESULTS}/{other}/{f}" for other in exp.get("report", {}).get("also", [])
+            for f in ("config.yaml", "summary.csv", "runs.csv")]  # e.g. the same method on other networks
     return {**common, "summary": f"{results}/summary.csv", "runs": f"{results}/runs.csv",
-            "clients": f"{results}/clients.csv", "stats": f"{federation_dir(w.exp)}/stats.json"}
+            "clients": f"{results}/clients.csv", "stats": f"{federation_dir(w.exp)}/stats.json", "also": also}
 
 
 rule report:
@@ -26,13 +28,15 @@ rule report:
         figures=directory(f"{REPORTS}/{{exp}}/figures"),
     params:
         # The notebook's parameters cell, as papermill's YAML (-y): experiment, config_path, results_dir,
-        # federation_dir (empty for simulations), figures_dir, claims_path.
+        # federation_dir (empty for simulations), figures_dir, claims_path, scale.
         notebook=lambda w, input, output: json.dumps({
             "experiment": w.exp, "config_path": input.config, "results_dir": f"{RESULTS}/{w.exp}",
             "federation_dir": federation_dir(w.exp) if experiment(w.exp)["kind"] == "federated" else "",
-            "figures_dir": output.figures, "claims_path": output.claims}),
+            "figures_dir": output.figures, "claims_path": output.claims, "scale": config["scale"]}),
     log:
         f"{LOGS}/{{exp}}/report.log",
+    wildcard_constraints:
+        exp=r"(?!benchmark/)[A-Za-z0-9_.-]+",  # reports/benchmark/ is rule benchmark_report's
     threads: 1
     resources:
         mem_mb=1000,

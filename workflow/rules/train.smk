@@ -29,13 +29,16 @@ rule run_config:
 rule train:
     """Train one algorithm/setting/seed; pcl writes metrics.csv and run.json atomically at the end.
 
-    pcl checkpoints every `train.checkpoint_every` rounds into the run folder, so a killed job resumes.
+    pcl checkpoints every `train.checkpoint_every` rounds into the run folder, so a killed job resumes. A setting
+    with `init_from: <algorithm>/<setting>` starts from that run's model.pt (its final shared model).
     """
     input:
         config=f"{RESULTS}/{{exp}}/{{alg}}/{{setting}}/seed={{seed}}/config.yaml",
         federation=lambda w: f"{federation_dir(w.exp)}/federation.npz",
+        init=init_inputs,
     output:
         metrics=f"{RESULTS}/{{exp}}/{{alg}}/{{setting}}/seed={{seed}}/metrics.csv",
+        model=f"{RESULTS}/{{exp}}/{{alg}}/{{setting}}/seed={{seed}}/model.pt",
         run=f"{RESULTS}/{{exp}}/{{alg}}/{{setting}}/seed={{seed}}/run.json",
         diagnostics=f"{RESULTS}/{{exp}}/{{alg}}/{{setting}}/seed={{seed}}/diagnostics.csv",
     log:
@@ -44,7 +47,7 @@ rule train:
         exp=experiments_of_kind("federated"),
     threads: 1
     resources:
-        mem_mb=1000,
+        mem_mb=train_mem_mb,  # estimated from the run's size (pcl.resources); --set-resources overrides it
         runtime=60,
         gpu=lambda w: train_gpus(w.exp),  # the SLURM plugin turns gpu=1 into `sbatch --gpus=1`; 0 adds nothing
     shell:
@@ -57,7 +60,8 @@ rule aggregate:
     """Per experiment: clients.csv, runs.csv, summary.csv (mean and 95% CI over seeds), metrics.json (DVC) and
     diagnostics.csv (every run's per-round diagnostics)."""
     input:
-        lambda w: [f"{run_dir(w.exp, *run)}/{f}" for run in runs(w.exp) for f in ("metrics.csv", "run.json")],
+        runs=lambda w: [f"{run_dir(w.exp, *run)}/{f}" for run in runs(w.exp) for f in ("metrics.csv", "run.json")],
+        config=f"{RESULTS}/{{exp}}/config.yaml",  # its claims: metrics.json counts their verdicts
     output:
         summary=f"{RESULTS}/{{exp}}/summary.csv",
         runs=f"{RESULTS}/{{exp}}/runs.csv",
@@ -75,7 +79,7 @@ rule aggregate:
         mem_mb=1000,
         runtime=15,
     shell:
-        THREADS_ENV + " pcl summarize {params.runs:q} --out $(dirname {output.summary:q}) > {log:q} 2>&1"
+        THREADS_ENV + " pcl summarize {params.runs:q} --out $(dirname {output.summary:q}) --config {input.config:q} > {log:q} 2>&1"
 
 
 rule simulate:
