@@ -415,3 +415,22 @@ def test_schema_checks_per_client(validator, per_client, extra, pattern):
     assert schema_error(validator, {"scheme": "iid", "num_clients": 5, "per_client": FIXED}) is None
     err = schema_error(validator, {"scheme": "iid", "num_clients": 5, "per_client": per_client, **extra})
     assert err is not None and re.search(pattern, err), err
+
+
+def test_source_test_takes_each_clients_test_split_from_the_sources_own(digits):
+    """TFF's federated EMNIST keeps each writer's own test examples: with source_test the test split is exactly a
+    client's is_test samples, val comes from the rest by val_frac, and a pool without a test split is refused."""
+    writers = np.arange(len(digits.y)) % 7
+    is_test = np.arange(len(digits.y)) % 5 == 0
+    pool = Pool("writers", digits.x, digits.y, 10, group=writers, is_test=is_test)
+    part = partition(pool, {"scheme": "natural", "source_test": True, "val_frac": 0.2, "seed": 3})
+    for k in range(7):
+        own = np.flatnonzero(writers == k)
+        assert np.array_equal(np.sort(part.test[k]), own[is_test[own]])
+        rest = own[~is_test[own]]
+        assert len(part.val[k]) == round(0.2 * len(rest))
+        assert np.array_equal(np.sort(np.concatenate([part.train[k], part.val[k]])), rest)
+    with pytest.raises(ValueError, match="source_test"):
+        partition(digits, {"scheme": "iid", "num_clients": 3, "source_test": True})
+    with pytest.raises(ValueError, match="no test_frac"):
+        partition(pool, {"scheme": "natural", "source_test": True, "test_frac": 0.1})

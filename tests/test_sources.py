@@ -13,6 +13,7 @@ from sklearn.metrics import adjusted_rand_score
 
 from pcl.data import synthetic
 from pcl.data.sources import SCHEMA_PATH, SOURCES, load_source, source_keys, source_sha256
+from pcl.data.types import Pool
 
 SYNTHETIC = ["synthetic_regression", "synthetic_mean", "synthetic_mixture", "synthetic_fedprox"]
 
@@ -269,3 +270,19 @@ def test_fed_emnist_checks_its_options_before_downloading(tmp_path, key, value):
     with pytest.raises(ValueError, match=f"{key}: must be an integer >= 1, got {value!r}"):
         load_source({"name": "fed_emnist", key: value}, root=tmp_path)
     assert not any(tmp_path.iterdir())
+
+
+def test_subsample_keeps_a_seeded_random_share_with_its_test_marks():
+    from pcl.data.sources import subsampled
+
+    n = 1000
+    pool = Pool("p", np.arange(n, dtype=np.float32)[:, None], np.arange(n) % 10, 10, is_test=np.arange(n) >= 800)
+    kept = subsampled(pool, 0.1, seed=4)
+    assert len(kept.y) == 100 and np.all(np.diff(kept.x[:, 0]) > 0)  # a subset, in pool order
+    idx = kept.x[:, 0].astype(int)
+    assert np.array_equal(kept.y, pool.y[idx]) and np.array_equal(kept.is_test, pool.is_test[idx])
+    assert np.array_equal(subsampled(pool, 0.1, seed=4).x, kept.x)
+    assert not np.array_equal(subsampled(pool, 0.1, seed=5).x, kept.x)
+    assert subsampled(pool, 1.0, seed=0) is pool
+    with pytest.raises(ValueError, match="subsample"):
+        subsampled(pool, 0.0, seed=0)

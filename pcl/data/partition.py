@@ -7,8 +7,10 @@ when unused), so no sample can reach two clients, and all randomness comes from 
 ``numpy.random.default_rng(spec["seed"])``. Each client's own samples are then split at random into
 train/val/test, either by ``val_frac``/``test_frac`` or, with ``per_client: {train: a, val: b, test: c}``, into
 exactly a/b/c samples with the client's remaining samples left unused (DAC's ``n_data_train``/``n_data_val``,
-dac.md section 1.2). ``pool.is_test`` is ignored, so a client's test data follows its own label distribution
-and, since the shift is per client, its own rotation and noise.
+dac.md section 1.2). ``pool.is_test`` is ignored by default, so a client's test data follows its own label
+distribution and, since the shift is per client, its own rotation and noise; with ``source_test: true`` a client's
+test split is exactly its samples from the source's own test split (TFF's per-writer test examples of federated
+EMNIST, partial-personalization.md §2.3) and val is drawn from the rest by ``val_frac``.
 """
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ import numpy as np
 
 from pcl.data.types import Partition, Pool
 
-COMMON_KEYS = ("scheme", "seed", "val_frac", "test_frac", "per_client", "rotation", "noise")
+COMMON_KEYS = ("scheme", "seed", "val_frac", "test_frac", "per_client", "source_test", "rotation", "noise")
 SPLITS = ("train", "val", "test")
 
 
@@ -366,6 +368,24 @@ def _split(owner: np.ndarray, num_clients: int, val_frac: float, test_frac: floa
     return _by_client(owner, code, num_clients)
 
 
+def _split_source_test(owner: np.ndarray, is_test: np.ndarray, num_clients: int, val_frac: float,
+                       rng: np.random.Generator) -> dict[str, list[np.ndarray]]:
+    """Test = each client's samples of the source's test split; val = round(val_frac x the rest), at least one."""
+    own_test = np.bincount(owner[(owner >= 0) & is_test], minlength=num_clients)
+    rest = np.bincount(owner[(owner >= 0) & ~is_test], minlength=num_clients)
+    n_val = np.maximum(1, np.rint(val_frac * rest)).astype(np.int64)
+    bad = (own_test < 1) | (rest - n_val < 1)
+    if bad.any():
+        first = int(np.flatnonzero(bad)[0])
+        raise ValueError(f"partition: source_test needs every client to hold >= 1 sample of the source's test split "
+                         f"and >= 2 others; {bad.sum()} of {num_clients} clients do not (client {first}: "
+                         f"{own_test[first]} test, {rest[first]} other)")
+    train_owner = np.where(is_test, -1, owner)
+    rank = _random_rank(train_owner, rng)
+    code = np.where(is_test, 2, np.where(rank < n_val[np.maximum(owner, 0)], 1, 0))
+    return _by_client(owner, code, num_clients)
+
+
 def _per_client(value) -> dict[str, int]:
     spec = _keys("per_client", value, set(SPLITS))
     missing = [s for s in SPLITS if s not in spec]
@@ -422,6 +442,13 @@ def partition(pool: Pool, spec: dict) -> Partition:
     sizes = _per_client(spec["per_client"]) if "per_client" in spec else None
     if sizes is not None and {"val_frac", "test_frac"} & set(spec):
         raise ValueError("partition: per_client fixes the size of every split; drop val_frac and test_frac")
+    source_test = spec.get("source_test", False)
+    if not isinstance(source_test, bool):
+        _fail("source_test", source_test, "true or false")
+    if source_test and ({"test_frac", "per_client"} & set(spec) or pool.is_test is None):
+        raise ValueError("partition: source_test takes each client's test split from the source's own test split: "
+                         f"it needs a source that has one (pool {pool.name!r} "
+                         f"{'does not' if pool.is_test is None else 'does'}) and no test_frac or per_client")
     val_frac = _real("val_frac", spec.get("val_frac", 0.15), strict=True)
     test_frac = _real("test_frac", spec.get("test_frac", 0.25), strict=True)
     if val_frac + test_frac >= 1:
@@ -433,8 +460,12 @@ def partition(pool: Pool, spec: dict) -> Partition:
     rotation, rot_cluster = _rotation(spec["rotation"], k) if "rotation" in spec else (np.zeros(k), None)
     noise = _noise(spec["noise"], k) if "noise" in spec else np.zeros(k)
     cluster = _joint(deal.cluster, rot_cluster)
-    splits = (_split(deal.owner, k, val_frac, test_frac, rng) if sizes is None
-              else _split_fixed(deal.owner, k, sizes, name, pool, rng))
+    if source_test:
+        splits = _split_source_test(deal.owner, pool.is_test.astype(bool), k, val_frac, rng)
+    elif sizes is None:
+        splits = _split(deal.owner, k, val_frac, test_frac, rng)
+    else:
+        splits = _split_fixed(deal.owner, k, sizes, name, pool, rng)
     return Partition(**splits, rotation=rotation, noise=noise,
                      cluster=np.full(k, -1, dtype=np.int64) if cluster is None else cluster)
 
