@@ -11,6 +11,18 @@ import numpy as np  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 
+def save_figure(fig, folder: str | Path, name: str, dpi: int = 110) -> None:
+    """Show ``fig`` in a report notebook and keep it as ``folder/name.png`` and ``.svg``, byte-stable: no dates or
+    software tags in the files (set ``plt.rcParams["svg.hashsalt"]`` for fixed SVG ids); then close it."""
+    from IPython.display import display
+
+    fig.tight_layout()
+    fig.savefig(Path(folder) / f"{name}.png", dpi=dpi, metadata={"Software": None})
+    fig.savefig(Path(folder) / f"{name}.svg", metadata={"Date": None, "Creator": None})
+    display(fig)
+    plt.close(fig)
+
+
 def client_counts(stats: dict, out: str | Path) -> None:
     """The federation at a glance, from its stats.json: a client x class heatmap of training samples for
     classification, or training samples per client for regression (no classes)."""
