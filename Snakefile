@@ -1,9 +1,9 @@
 """The pcl workflow: download -> partition -> train (experiment x algorithm x setting x seed) -> aggregate -> report.
 
     snakemake --cores 8                                    # reports of the default experiments (config.yaml)
-    snakemake --cores 8 reports/<experiment>/report.html   # one experiment
+    snakemake --cores 8 reports/small/<experiment>/report.html   # one experiment
     snakemake --profile workflow/profiles/slurm            # the same on a SLURM cluster
-    snakemake --cores 8 benchmark                          # the personalization benchmark table (reports/benchmark/)
+    snakemake --cores 8 benchmark                          # the personalization benchmark table (reports/<scale>/benchmark/)
     snakemake -n / --dag | dot -Tsvg > dag.svg             # what would run
 
 The top-level config (workflow/config/config.yaml, schema workflow/schemas/config.schema.yaml) picks the
@@ -22,7 +22,12 @@ configfile: "workflow/config/config.yaml"
 validate(config, "workflow/schemas/config.schema.yaml")
 
 # Jobs call `pcl`, `papermill` and `jupyter`: take them from the environment that runs Snakemake, even when
-# it was started as /path/to/venv/bin/snakemake without activating the venv.
+# it was started as /path/to/venv/bin/snakemake without activating the venv (with `--software-deployment-method
+# conda`, each job's env from workflow/envs/ comes first on its PATH instead).
+envvars:
+    "PATH",
+
+
 os.environ["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
 
 

@@ -9,7 +9,9 @@ from typing import Optional
 
 import typer
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+# Plain (click) help: typer's Rich help prints a type for every option, flags too (`--help <bool>`), as if they
+# took a value.
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
                   help="pcl: personalized collaborative learning, reproduced.")
 
 DataRoot = typer.Option("data/raw", "--data-root", help="Cache folder of downloaded data sets.")
@@ -88,6 +90,10 @@ def train(config: Path, federation: Path, out: Path,
           algorithm: Optional[str] = typer.Option(None, help="Algorithm name (a key of the config's algorithms)."),
           setting: Optional[str] = typer.Option(None, help="Hyperparameter setting name of that algorithm."),
           seed: int = typer.Option(0, help="Training seed (init, batches, client sampling)."),
+          all_seeds: bool = typer.Option(False, "--all-seeds", help="Train every seed of the config's `seeds` in "
+                                         "this process, into OUT/seed=<s> (--seed is then ignored)."),
+          checkpoint_dir: Optional[Path] = typer.Option(None, help="Where checkpoint.pt goes (default OUT); with "
+                                                         "--all-seeds, CHECKPOINT_DIR/seed=<s>."),
           threads: int = typer.Option(1, help="torch intra-op threads (1: let Snakemake run jobs in parallel)."),
           engine: Optional[str] = typer.Option(None, help="Override train.engine: auto, vectorized or loop."),
           data_root: Path = DataRoot, scale: str = Scale,
@@ -95,7 +101,7 @@ def train(config: Path, federation: Path, out: Path,
     """Train one algorithm/setting/seed of CONFIG on FEDERATION; write metrics.csv and run.json to OUT."""
     from pcl.config import load_experiment
     from pcl.engine.local import BACKENDS
-    from pcl.run import train as run_train
+    from pcl.run import train as run_train, train_seeds
 
     try:
         if threads < 1:
@@ -107,11 +113,14 @@ def train(config: Path, federation: Path, out: Path,
             if engine not in BACKENDS:
                 raise ValueError(f"--engine must be one of {', '.join(BACKENDS)}, got {engine!r}")
             cfg["train"] = {**cfg["train"], "engine": engine}
-        rec = run_train(cfg, federation, out, algorithm=algorithm, setting=setting, seed=seed, data_root=data_root,
-                        threads=threads, progress=progress and sys.stderr.isatty())
+        common = dict(algorithm=algorithm, setting=setting, data_root=data_root, threads=threads,
+                      progress=progress and sys.stderr.isatty(), checkpoint_dir=checkpoint_dir)
+        records = (train_seeds(cfg, federation, out, **common) if all_seeds
+                   else [run_train(cfg, federation, out, seed=seed, **common)])
     except (ValueError, OSError) as err:  # config, hyperparameters, divergence; missing files, output folder, lock
         _fail(err)
-    typer.echo(f"{out}: {rec['algorithm']}/{rec['setting']} seed={rec['seed']} in {rec['wall_time_s']:.1f} s")
+    for rec in records:
+        typer.echo(f"{out}: {rec['algorithm']}/{rec['setting']} seed={rec['seed']} in {rec['wall_time_s']:.1f} s")
 
 
 @app.command()

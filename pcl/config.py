@@ -36,10 +36,24 @@ _StrictIntegers = validators.extend(
     Draft202012Validator, type_checker=Draft202012Validator.TYPE_CHECKER.redefine("integer", _is_integer))
 
 
+SETTING_TRAIN_KEYS = ("rounds",)  # loop keys a setting may set for itself, e.g. a pre-training longer than its uses
+
+
+def split_setting(values: dict | None) -> tuple[dict, dict]:
+    """A setting's ``train`` overrides (``SETTING_TRAIN_KEYS``: e.g. ``rounds`` for a pre-training run that is longer
+    than the runs starting from it, as 2,000 FedAvg rounds before 500 FedAlt rounds in Pillutla et al. 2022) and its
+    algorithm hyperparameters."""
+    values = values or {}
+    return ({k: v for k, v in values.items() if k in SETTING_TRAIN_KEYS},
+            {k: v for k, v in values.items() if k not in SETTING_TRAIN_KEYS})
+
+
 def hparam_errors(config: dict, origin: str = "config") -> list[str]:
     """One line per problem with the hyperparameters of every (algorithm, setting) of a federated experiment:
     ``<origin>: algorithms.<alg>.<setting>: <message>`` (built as the train job builds them, so a bad value stops
-    `pcl validate` and the workflow before any job runs)."""
+    `pcl validate` and the workflow before any job runs). The only check that imports torch: each algorithm's
+    ``Hparams`` (with its ``__post_init__`` cross-field checks) lives in that algorithm's module, imported here for
+    the algorithms the config names."""
     from pcl.algorithms import ALGORITHMS
     from pcl.algorithms.hparams import HparamError, build
 
@@ -48,6 +62,9 @@ def hparam_errors(config: dict, origin: str = "config") -> list[str]:
         if alg not in ALGORITHMS:
             continue
         for setting, values in settings.items():
+            loop, values = split_setting(values)
+            lines.extend(f"{origin}: algorithms.{alg}.{setting}: {k}={v!r}: must be an integer >= 1"
+                         for k, v in loop.items() if isinstance(v, bool) or not isinstance(v, int) or v < 1)
             try:
                 build(ALGORITHMS[alg].Hparams, values)
             except HparamError as err:
@@ -56,9 +73,10 @@ def hparam_errors(config: dict, origin: str = "config") -> list[str]:
 
 
 def validate_experiment(config: dict, origin: str = "config") -> dict:
-    """Check ``config`` against the schema (integers must be ints: 4.0 is rejected), the algorithm registry and, for
-    a federated experiment, every setting's hyperparameters (all problems reported at once); return it with
-    training defaults."""
+    """Check ``config`` against the schema (integers must be ints: 4.0 is rejected), the algorithm registry's names,
+    ``init_from`` references and, for a federated experiment, every setting's hyperparameters (all problems
+    reported at once); return it with training defaults. Only the hyperparameter check imports torch
+    (``hparam_errors``)."""
     errors = sorted(_validator().iter_errors(config), key=lambda e: list(e.absolute_path))
     if errors:
         lines = [f"{origin}: {'.'.join(map(str, e.absolute_path)) or '<top>'}: {e.message}" for e in errors]

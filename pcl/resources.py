@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from pcl.algorithms import ALGORITHMS, make_hparams
+from pcl.config import split_setting
 from pcl.engine.evaluate import outputs
 from pcl.engine.local import LocalTrainer, _forward_stats
 from pcl.engine.pairwise import mixed_grads, pair_grad_stats
@@ -72,7 +73,7 @@ def train_mem_mb(config: dict, algorithm: str, setting: str, federation: str | P
     model = build_model(config["model"], input_shape, classes)
     per_model = sum(p.numel() for p in model.parameters())
     acts, _ = _forward_stats(model, torch.zeros(1, *input_shape))
-    hp = make_hparams(ALGORITHMS[algorithm].Hparams, config["algorithms"][algorithm][setting])
+    hp = make_hparams(ALGORITHMS[algorithm].Hparams, split_setting(config["algorithms"][algorithm][setting])[1])
     batch = int(getattr(hp, "batch_size", 32))
     floats = 4  # float32 parameters and activations
     sample = floats * math.prod(input_shape) + 8  # one padded sample: x (float32) and y (int64)

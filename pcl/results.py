@@ -25,7 +25,7 @@ exactly, which we do not (we keep the lower, as ``bottom10`` does).
 
 Files written by :func:`summarize` (atomically, byte-deterministic): ``clients.csv`` (per client at the selected
 rounds, with gain), ``runs.csv`` (per run statistics, the input of :func:`diff`), ``summary.csv`` (across seeds) and
-``metrics.json`` (for DVC).
+``metrics.json`` (headline numbers for DVC, :func:`metrics_dict`).
 """
 from __future__ import annotations
 
@@ -298,20 +298,45 @@ def seed_summary(per_run: pd.DataFrame) -> pd.DataFrame:
     return _sort(pd.DataFrame(records, columns=[*keys, "n_seeds", "mean", "ci95"]), keys)
 
 
-def metrics_dict(summary: pd.DataFrame) -> dict[str, dict[str, float | None]]:
-    """``{"algorithm/setting": {"<selection>.<metric>_<stat>": mean, "..._ci95": half-width}}`` for DVC.
+def metrics_dict(summary: pd.DataFrame) -> dict[str, dict[str, float | str]]:
+    """The headline numbers of one experiment for DVC: ``{"best": {...}, "local": {...}}``.
 
-    Floats are rounded to 12 significant digits; NaN (e.g. the CI of one seed) becomes null.
+    ``local``: Local's mean test metric over clients (``acc`` or ``mse``) and its 10th-percentile client (``p10``,
+    the ``bottom10`` statistic); ``best``: the same for the method with the best mean (``method``:
+    algorithm/setting, Local excluded), and its mean gain over Local (``gain``). All are means over seeds at the
+    best-validation round (``final`` where no client has validation data). Only a few keys, the same in every
+    experiment: `dvc metrics show` prints one column per key over all experiments, so per-algorithm numbers
+    (and confidence intervals) stay in summary.csv. Floats are rounded to 12 significant digits.
     """
     experiments = sorted(set(summary["experiment"].unique()))
     if len(experiments) > 1:
         raise ValueError(f"metrics.json describes one experiment; got {experiments}")
-    out: dict[str, dict[str, float | None]] = {}
-    for row in summary.itertuples(index=False):
-        entry = out.setdefault(f"{row.algorithm}/{row.setting}", {})
-        name = f"{row.selection}.{row.metric}_{row.stat}"
-        entry[name], entry[f"{name}_ci95"] = _json_float(row.mean), _json_float(row.ci95)
+    selection = "best_val" if (summary["selection"] == "best_val").any() else "final"
+    at = summary[summary["selection"] == selection].set_index(["algorithm", "setting", "stat"])["mean"]
+    metric = summary["metric"].iloc[0]
+    sign = 1.0 if HIGHER_IS_BETTER[metric] else -1.0
+
+    def headline(alg: str, setting: str) -> dict[str, float | str]:
+        out = {metric: _json_float(at[alg, setting, "mean"]), "p10": _json_float(at[alg, setting, "bottom10"])}
+        gain = at.get((alg, setting, "gain_mean"), math.nan) if alg != LOCAL else math.nan  # Local's is 0
+        return out if math.isnan(gain) else {**out, "gain": _json_float(gain)}
+
+    methods = sorted({(alg, setting) for alg, setting, _ in at.index})
+    out: dict[str, dict[str, float | str]] = {}
+    others = [m for m in methods if m[0] != LOCAL]
+    if others:
+        best = max(others, key=lambda m: (sign * at[(*m, "mean")], m))
+        out["best"] = {"method": "/".join(best), **headline(*best)}
+    local = [m for m in methods if m[0] == LOCAL]
+    if local:
+        out["local"] = headline(*(local[0] if len(local) == 1 else (LOCAL, LOCAL_DEFAULT_SETTING)))
     return out
+
+
+def claims_dict(counts: dict[str, int]) -> dict[str, int]:
+    """The claim verdict counts for metrics.json: holds, fails, inconclusive, and untestable only when some are
+    (a column of zeros in every experiment would only widen `dvc metrics show`)."""
+    return {verdict: n for verdict, n in counts.items() if n or verdict != "untestable"}
 
 
 def _json_float(value: float) -> float | None:
@@ -403,7 +428,7 @@ def summarize(run_dirs: Iterable[str | os.PathLike], out_dir: str | os.PathLike,
     if claims is not None:
         from pcl import claims as claim_checks  # it builds on this module
 
-        metrics["claims"] = claim_checks.counts(claim_checks.evaluate(claims, per_run))
+        metrics["claims"] = claims_dict(claim_checks.counts(claim_checks.evaluate(claims, per_run)))
     out = Path(out_dir)
     write_csv(clients, out / "clients.csv")
     write_csv(per_run, out / RUNS_FILE)

@@ -105,3 +105,16 @@ def test_a_scale_mapping_with_replace_is_not_merged_into_the_base():
     paper = apply_scale(base, "paper")
     assert paper["data"]["partition"] == {"scheme": "natural"}  # replaced whole, marker dropped
     assert paper["model"] == {"name": "resnet18_gn", "channels": [8]}  # merged key by key
+
+
+def test_the_workflow_trains_the_pre_training_first_and_chains_each_seed(tmp_path):
+    """Through Snakemake: the dependent job's config stays valid on its own (it carries the setting it starts from),
+    the pre-training job runs first, and each seed starts from that seed's model.pt."""
+    from test_pipeline import make_workflow, snakemake
+
+    exp = {**copy.deepcopy(CONFIG), "train": {**CONFIG["train"], "rounds": 2, "eval_every": 2}}
+    root = make_workflow(tmp_path, exp)
+    snakemake(root, "--cores", "1", "results/small/chain/summary.csv")
+    for seed in exp["seeds"]:
+        run = json.loads((root / f"results/small/chain/fedsim/head/seed={seed}/run.json").read_text())
+        assert run["init_sha256"] == sha256_file(root / f"results/small/chain/fedavg/pretrain/seed={seed}/model.pt")

@@ -20,7 +20,7 @@ import pytest
 
 from test_pipeline import BIN, TINY, make_workflow, snakemake
 
-TARGET = "results/tiny/summary.csv"
+TARGET = "results/small/tiny/summary.csv"
 MEASURED = ("wall_time_s", "peak_memory_mb")  # run.json keys that hold a measurement of this execution
 OUTPUT_DIRS = ("results", "data")  # logs/ and .snakemake/ are Snakemake's and the jobs' logs, not outputs
 
@@ -105,7 +105,7 @@ def test_kill_9_at_random_points_then_rerun_incomplete_gives_identical_outputs(r
     assert sorted(got) == sorted(expected)  # no output missing, none extra (no checkpoint.pt or *.corrupt-* left)
     differ = [name for name in expected if got[name] != expected[name]]
     assert not differ, f"differ from the uninterrupted run: {differ}"
-    logs = [p.read_text() for p in (faulted / "logs/tiny/train").rglob("*.log")]
+    logs = [p.read_text() for p in (faulted / "logs/small/tiny/train").rglob("*.log")]
     assert any("resuming" in log for log in logs)  # the mid-training kill was resumed from its checkpoint
 
 
@@ -118,10 +118,10 @@ def test_train_mem_mb_follows_the_run_and_set_resources_overrides_it(reference):
 
     root, printed = reference
     fed = next((root / "data/federations").iterdir())
-    exp = yaml.safe_load((root / "results/tiny/local/default/seed=0/config.yaml").read_text())
+    exp = yaml.safe_load((root / "results/small/tiny/configs/local/default.yaml").read_text())
     expected = train_mem_mb(exp, "local", "default", fed / "federation.npz", root / "data/raw")
     asked = re.findall(r"rule train:.*?resources: [^\n]*?mem_mb=(\d+)", printed, re.S)
-    assert len(asked) == 4 and set(asked) == {str(expected)}
+    assert len(asked) == 2 and set(asked) == {str(expected)}  # one job per setting, all its seeds
     dry = snakemake(root, TARGET, "-n", "--set-resources", "train:mem_mb=1234", "--forcerun", "train")
     asked = re.findall(r"rule train:.*?resources: [^\n]*?mem_mb=(\d+)", dry.stdout + dry.stderr, re.S)
-    assert asked == ["1234"] * 4
+    assert asked == ["1234"] * 2

@@ -221,9 +221,11 @@ def test_summarize_is_byte_deterministic_and_order_free(tmp_path):
         assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes()
     assert sorted(os.listdir(tmp_path / "one")) == sorted(names)  # no temp files left
     metrics = json.loads((tmp_path / "one" / "metrics.json").read_text())
-    assert set(metrics) == {"fedavg/default", "local/default"}
-    assert metrics["fedavg/default"]["final.acc_mean"] == pytest.approx(np.mean([0.5, 0.525]))  # round 2, seeds 0 and 1
     summary = pd.read_csv(tmp_path / "one" / "summary.csv")
+    at = summary[summary["selection"] == "best_val"].set_index(["algorithm", "stat"])["mean"]
+    assert metrics == {"best": {"method": "fedavg/default", "acc": at["fedavg", "mean"],
+                                "p10": at["fedavg", "bottom10"], "gain": at["fedavg", "gain_mean"]},
+                       "local": {"acc": at["local", "mean"], "p10": at["local", "bottom10"]}}
     assert list(summary.columns) == ["experiment", "algorithm", "setting", "selection", "metric", "stat",
                                      "n_seeds", "mean", "ci95"]
     assert list(summary["stat"][:len(results.STATS)]) == list(results.STATS)
@@ -231,11 +233,11 @@ def test_summarize_is_byte_deterministic_and_order_free(tmp_path):
     assert results.diff(back, back)["diff"].eq(0).all()
 
 
-def test_metrics_json_writes_nan_ci_as_null(tmp_path):
+def test_metrics_json_without_local_has_no_gain(tmp_path):
     run = write_run(tmp_path, "fedavg", 0, {1: [0.5]})
     results.summarize([run], tmp_path / "out")
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
-    assert metrics["fedavg/default"]["best_val.acc_mean_ci95"] is None
+    assert set(metrics) == {"best"} and set(metrics["best"]) == {"method", "acc", "p10"}
     assert "NaN" not in (tmp_path / "out" / "metrics.json").read_text()
 
 

@@ -55,15 +55,53 @@ def test_bc_table_b(row):
         assert round(wga.bc_stationary_error(ETA, a_of(n), n), digits) == expected
 
 
+def bc_second_moment_direct(eta, a, b, h, sigma, alpha=None):
+    """E(x − b_0)² of BC at stationarity, evaluated from the update rule alone (independent of pcl.theory's Lyapunov
+    form): the state s = (x, c) of d = α g_0 + (1−α)(ĝ + c), c ← (1−a)c + a(g_0 − ĝ), x ← x − ηd with
+    g_i = h_i(x − b_i) + σ_i ε_i and ĝ the uniform collaborator average, is affine, s' = A s + m + G ε. The
+    stationary mean solves (I − A) s̄ = m; the covariance Σ_k A^k G Gᵀ (A^k)ᵀ is summed by doubling (2⁶⁰ terms)."""
+    alpha = a if alpha is None else alpha
+    b, h, sigma = (np.asarray(v, float) for v in (b, h, sigma))
+    w = np.full(len(b) - 1, 1.0 / (len(b) - 1))
+    hbar, hb = w @ h[1:], w @ (h[1:] * b[1:])
+    # coefficients of (x, c), the constant and the noises (ε_0, ε̂) in g_0 and in ĝ
+    g0 = (np.array([h[0], 0.0]), -h[0] * b[0], np.array([sigma[0], 0.0]))
+    gh = (np.array([hbar, 0.0]), -hb, np.array([0.0, np.sqrt(w**2 @ sigma[1:] ** 2)]))
+    d = [alpha * u + (1 - alpha) * v for u, v in zip(g0, gh)]
+    d[0] = d[0] + (1 - alpha) * np.array([0.0, 1.0])
+    x_row = [np.array([1.0, 0.0]) - eta * d[0], -eta * d[1], -eta * d[2]]
+    c_row = [np.array([0.0, 1 - a]) + a * (g0[0] - gh[0]), a * (g0[1] - gh[1]), a * (g0[2] - gh[2])]
+    A, m, G = (np.array([x, c]) for x, c in zip(x_row, c_row))
+    mean = np.linalg.solve(np.eye(2) - A, m)
+    P, Ak = G @ G.T, A
+    for _ in range(60):
+        P, Ak = P + Ak @ P @ Ak.T, Ak @ Ak
+    return (mean[0] - b[0]) ** 2 + P[0, 0]
+
+
+# Spec §1.5(b): BC (N = 31, a = η/32) with collaborators' curvature h_i = 1.2 and 2 "gives 0.00124 and 0.00076". The
+# update rule evaluated directly gives 0.00131 and 0.00080, and so does Monte Carlo: R = 2000 seeds × T = 20000 steps
+# (c from a 1000-sample estimate, last 3/4 averaged) measured 0.001309 ± 0.000005 and 0.000802 ± 0.000004, 14 and 12
+# standard errors from the spec's numbers and 0.3 from the closed form. The spec's two values are misprints.
+SPEC_BC_CURVED = {1.2: 0.00124, 2.0: 0.00076}
+
+
 def test_bc_curvature_and_approximation():
     # Collaborator curvature h_i > 1 speeds up contraction: lower error than h_i = 1 (spec §1.5(b)).
-    # Our Lyapunov values are 0.00131 (h=1.2) and 0.00080 (h=2); the spec prints 0.00124 / 0.00076,
-    # from a noisier simulation (MC with R=2000, T=20000 reproduces ours; see the report).
     n, a = 31, ETA / 32
     base = wga.bc_stationary_error(ETA, a, n)
-    curved = [wga.bc_stationary_error(ETA, a, n, h=np.r_[1.0, np.full(n, h)]) for h in (1.2, 2.0)]
-    assert base > curved[0] > curved[1]
-    assert [round(c, 5) for c in curved] == [0.00131, 0.00080]
+    b = np.r_[0.0, np.full(n, 0.3)]  # the collaborators' bias: no floor, whatever it is
+    for h, printed in SPEC_BC_CURVED.items():
+        hs = np.r_[1.0, np.full(n, h)]
+        curved = wga.bc_stationary_error(ETA, a, n, h=hs)
+        direct = bc_second_moment_direct(ETA, a, b, hs, np.ones(n + 1))
+        assert curved == pytest.approx(direct, rel=1e-9)
+        assert base > curved
+        assert rel_err(printed, direct) > 0.04  # the spec's misprint (see SPEC_BC_CURVED)
+    # the direct evaluation also covers the general options: heterogeneous noise, α ≠ a
+    sig, hs = np.array([1.0, 0.5, 1.5, 1.0]), np.array([1.0, 1.2, 0.8, 2.0])
+    assert wga.bc_stationary_error(0.1, 0.05, 3, alpha=0.3, sigma=sig, h=hs) == pytest.approx(
+        bc_second_moment_direct(0.1, 0.05, [0.0, 1.0, -2.0, 0.5], hs, sig, alpha=0.3), rel=1e-9)
     # (σ²/2)(η/N + a(1+1/N)) is a small-a, large-N approximation.
     assert rel_err(wga.bc_error_approx(ETA, a, n), base) < 0.05
     assert rel_err(wga.bc_error_approx(ETA, ETA / 2, 1), wga.bc_stationary_error(ETA, ETA / 2, 1)) > 0.5
@@ -128,11 +166,19 @@ WGA_CASES = {
 
 @pytest.mark.parametrize("case", list(WGA_CASES))
 def test_wga_stationary_mc(case):
+    """Both cases are mostly bias (89% and 68% of the error), so the 3% check of the total would let a 25% error of
+    the variance term through: the variance part (error − bias², the bias from x̄ = Σα_i h_i b_i / Σα_i h_i, the
+    mean dynamics' fixed point) is judged on its own, within 4 MC standard errors (< 15% of it: a 25% error fails)."""
     oracle, weights = WGA_CASES[case]
-    res = collab_sgd(oracle, steps=4000, eta=ETA, reps=400, seed=11, weights=weights)
+    res = collab_sgd(oracle, steps=2000, eta=ETA, reps=2000, seed=11, weights=weights)
     alpha = res.weights[0, 0]
     theory = wga.wga_stationary_error(alpha, oracle.b, eta=ETA, sigma=oracle.sigma, h=oracle.h)
-    assert rel_err(res.stationary()[0][0], theory) <= 0.03
+    mean, se = (v[0] for v in res.stationary())
+    xbar = (alpha * oracle.h) @ oracle.b / (alpha @ oracle.h)
+    bias2 = np.sum((xbar - oracle.b[0]) ** 2)
+    assert rel_err(mean, theory) <= 0.03
+    assert 4 * se < 0.15 * (theory - bias2)
+    assert abs((mean - bias2) - (theory - bias2)) <= 4 * se
 
 
 def test_wga_personalized_for_everyone_mc():
@@ -151,10 +197,16 @@ def test_linear_regression_oracle():
     x = np.array([[[0.0, 0.0]]])
     g = oracle.grads(x, 0, 200_000, np.random.default_rng(0))[0, 0]  # mean gradient = s_i² (x − θ_i)
     np.testing.assert_allclose(g, np.array([1.0, 1.0, 4.0, 1.0])[:, None] * (x[0, 0] - theta), atol=0.03)
+    # Same optimum for all 8 tasks, features N(0, I_d): the noise a(aᵀe − νε) of one task at error e has covariance
+    # E[aaᵀPaaᵀ] − P + ν²I = P + tr(P)I + ν²I (Gaussian fourth moments), so averaging K tasks gives, for P = pI,
+    # p = (1−η)²p + η²((d+1)p + ν²)/K, i.e. E‖x − θ‖² = d·ην²/(K(2 − η − η(d+1)/K)). The state-dependent part makes
+    # the speedup 0.114 rather than 1/8; the MC is judged within 4 SE, which are below 5% of it.
     oracle = LinearRegressionOracle(np.zeros((8, 3)), noise=1.0)
-    local = collab_sgd(oracle, steps=2000, eta=ETA, reps=200, seed=13, weights=np.eye(8)[0]).stationary()[0]
-    wga_all = collab_sgd(oracle, steps=2000, eta=ETA, reps=200, seed=13).stationary()[0]
-    assert wga_all < 0.2 * local  # same optimum: close to the 8x linear speedup
+    for k, weights in ((1, np.eye(8)[0]), (8, None)):
+        mean, se = collab_sgd(oracle, steps=1000, eta=ETA, reps=400, seed=13, weights=weights).stationary()
+        theory = 3 * ETA / (k * (2 - ETA - ETA * 4 / k))
+        assert 4 * se[0] < 0.05 * theory
+        assert abs(mean[0] - theory) <= 4 * se[0], (k, mean[0], theory)
 
 
 # ------------------------------------------------------------------------ BC: Monte Carlo vs Lyapunov
@@ -312,7 +364,7 @@ def test_averaging_curve_mc(family, mu0, delta, reps, pooled):
 
 SPEC_TABLE_23 = {  # Δ: α*, local, global, oracle, plug-in; 40k replications in the spec
     0.0: (1.000, 0.100, 0.010, 0.010, 0.043),
-    0.1: (0.917, 0.100, 0.018, 0.0174, 0.049),  # spec prints oracle 0.018 (= its global column); exact: 0.01743
+    0.1: (0.917, 0.100, 0.018, 0.018, 0.049),  # oracle 0.018: a misprint (= its global column), see below
     0.2: (0.735, 0.100, 0.042, 0.034, 0.062),
     0.3: (0.552, 0.100, 0.083, 0.0503, 0.081),
     0.5: (0.308, 0.100, 0.213, 0.072, 0.121),
@@ -321,9 +373,18 @@ SPEC_TABLE_23 = {  # Δ: α*, local, global, oracle, plug-in; 40k replications i
 }
 
 
+def oracle_mse_direct(delta, var_l=0.1, var_o=1 / 90, w0=0.1):
+    """min over α of E((1−α)L + αG − μ_0)², G = w_0 L + (1−w_0)O, from the definition: with c = α(1−w_0) the
+    error is (1−c)L' + cO' with L' ~ (0, σ_L²) and O' ~ (Δ, σ_O²) independent, so MSE(c) = (1−c)²σ_L² + c²(σ_O² + Δ²),
+    minimal at c = σ_L²/(σ_L² + σ_O² + Δ²) (α = c/(1−w_0) < 1 here)."""
+    rest = var_o + delta**2
+    return var_l * rest / (var_l + rest)
+
+
 def test_estimation_table_reproduces_spec():
     reps, spec_reps = 400_000, 40_000
     table = estimation_table(Family("gaussian"), list(SPEC_TABLE_23), n_local=10, n_others=90, reps=reps, seed=8)
+    misprints = {(0.1, "oracle"): oracle_mse_direct(0.1)}  # 0.01743: below the global model's 0.0181, as it must be
     for row in table.to_dict("records"):
         expected = SPEC_TABLE_23[row["delta"]]
         assert abs(row["alpha_star"] - expected[0]) <= 5e-4
@@ -331,7 +392,16 @@ def test_estimation_table_reproduces_spec():
             # both MC errors (ours and the spec's 40k draws), 4 standard errors, plus half a printed digit
             se = row[f"{col}_se"] * np.sqrt(1 + reps / spec_reps)
             half_digit = 0.5 * 10.0 ** -(len(repr(value).split(".")[1]))
-            assert abs(row[col] - value) <= 4 * se + half_digit, (row["delta"], col)
+            if (row["delta"], col) in misprints:
+                # the definition does not round to the printed digits, and the Monte Carlo agrees with the definition
+                # (the MC alone is 1.5 SE outside [0.0175, 0.0185): it could not refute the printed value by itself)
+                exact = misprints[row["delta"], col]
+                assert abs(exact - value) > half_digit
+                assert abs(row[col] - exact) <= 4 * row[f"{col}_se"]
+            else:
+                assert abs(row[col] - value) <= 4 * se + half_digit, (row["delta"], col)
+        if row["delta"] > 0:
+            assert row["oracle"] == pytest.approx(oracle_mse_direct(row["delta"]), abs=4 * row["oracle_se"])
     # the plug-in hurts (worse than local) exactly where α̂ often leaves (0, 2α*)
     hurts = table.plugin > table.local
     assert list(table.delta[hurts]) == [0.5, 1.0, 3.0]

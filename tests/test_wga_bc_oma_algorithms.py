@@ -176,33 +176,57 @@ def test_estimated_weights_stay_inside_the_planted_label_groups():
 K, LR = 8, 0.25
 
 
+BURN_IN, BLOCK = 50, 50
+
+
 @pytest.fixture(scope="module")
 def mean_estimation_errors():
-    """Stationary ‖x_i − μ_i‖² (time- and client-averaged) of each method on scalar mean estimation: model
-    w·1 with squared loss, so g = 2(w − y): the spec's quadratic with h = 2 and gradient noise std 2σ/√B."""
-    def run(fed, name, **hp):
+    """Stationary ‖x_i − ȳ_i‖² (time- and client-averaged) of each method on scalar mean estimation: model w·1 with
+    squared loss, so g = 2(w − y): the spec's quadratic with h = 2, optimum ȳ_i and gradient noise std 2s_i, where
+    ȳ_i and s_i are the mean and standard deviation of client i's 800 training samples (what SGD sees; the
+    population's μ_i and σ = 1 are off by ~σ/√800 and ~σ/√1600, several Monte Carlo errors at this precision).
+    ``se_<method>``: the Monte Carlo standard error, from means over blocks of 50 rounds (the iterates forget in
+    ~1/(η h) = 2 rounds, BC's c in ~1/a = 32, so block means are nearly independent). Local never looks at the
+    collaborators and both federations share their noise draws, so its ζ = 0 run serves ζ = 2 too; uniform WGA
+    keeps all clients identical (one trajectory, not K), so at ζ = 0 it runs longer to reach a useful precision."""
+    def run(data, name, rounds=800, **hp):
+        fed, ybar = data
         alg = _alg(name, fed, model={"name": "linear", "bias": False}, lr=LR, batch_size=1, local_steps=1, **hp)
-        state, mu, errors = alg.init(), torch.tensor(fed.pool.meta["means"]), []
-        for t in range(800):
+        state, errors = alg.init(), []
+        for t in range(rounds):
             state = alg.round(state, t)
-            if t >= 50:
-                errors.append((state["params"]["fc.weight"].reshape(K).double() - mu) ** 2)
-        return torch.stack(errors).mean().item()
+            if t >= BURN_IN:
+                errors.append(((state["params"]["fc.weight"].reshape(K).double() - ybar) ** 2).mean().item())
+        blocks = np.reshape(errors, (-1, BLOCK)).mean(1)
+        return blocks.mean(), blocks.std(ddof=1) / np.sqrt(len(blocks))
 
     out = {}
     for zeta in (0.0, 2.0):
         fed = Federation.build({"source": {"name": "synthetic_mean", "num_clients": K, "samples_per_client": 1000,
                                            "zeta": zeta, "seed": 1},
                                 "partition": {"scheme": "natural", "val_frac": 0.1, "test_frac": 0.1}})
-        mu = fed.pool.meta["means"]
-        out[zeta] = {"local": run(fed, "wga", weights="beta", beta=0.0), "uniform": run(fed, "wga", weights="uniform"),
-                     "theory_local": wga_stationary_error(np.eye(K)[0], mu, eta=LR, sigma=2.0, h=2.0),
-                     "theory_uniform": np.mean([wga_stationary_error(np.full(K, 1 / K), np.r_[mu[i], np.delete(mu, i)],
-                                                                     eta=LR, sigma=2.0, h=2.0) for i in range(K)])}
+        train = _alg("local", fed, model={"name": "linear", "bias": False}).ctx.train
+        y = [train.y[i, :n].double() for i, n in enumerate(train.n.tolist())]
+        ybar = torch.stack([v.mean() for v in y])
+        mu, sigma = ybar.numpy(), 2.0 * torch.stack([v.std(correction=0) for v in y]).numpy()
+
+        def as_target(i):
+            order = np.r_[i, np.delete(np.arange(K), i)]
+            return mu[order], sigma[order]
+
+        e = out[zeta] = {
+            "theory_local": np.mean([wga_stationary_error([1.0], [m], eta=LR, sigma=sg, h=2.0)
+                                     for m, sg in zip(mu, sigma)]),
+            "theory_uniform": np.mean([wga_stationary_error(np.full(K, 1 / K), as_target(i)[0], eta=LR,
+                                                            sigma=as_target(i)[1], h=2.0) for i in range(K)])}
+        local = (out[0.0]["local"], out[0.0]["se_local"]) if zeta else run((fed, ybar), "wga", weights="beta", beta=0.0)
+        e["local"], e["se_local"] = local
+        e["uniform"], e["se_uniform"] = run((fed, ybar), "wga", rounds=800 if zeta else 2050, weights="uniform")
         if zeta:
-            out[zeta]["bc"] = run(fed, "bias_correction", a=LR / K, c_init_batch=256)
-            out[zeta]["theory_bc"] = bc_stationary_error(LR, LR / K, K - 1, sigma=2.0, h=2.0)
-            out[zeta]["estimated"] = run(fed, "wga", weights="estimated")
+            e["bc"], e["se_bc"] = run((fed, ybar), "bias_correction", a=LR / K, c_init_batch=256)
+            e["theory_bc"] = np.mean([bc_stationary_error(LR, LR / K, K - 1, sigma=as_target(i)[1], h=2.0)
+                                      for i in range(K)])
+            e["estimated"], _ = run((fed, ybar), "wga", weights="estimated")
     return out
 
 
@@ -215,10 +239,15 @@ def test_wga_and_bc_error_ordering_matches_the_theory(mean_estimation_errors):
 
 
 def test_neural_errors_match_the_closed_forms(mean_estimation_errors):
+    """Within 4 Monte Carlo standard errors (was: 25%): about 10% of local's error, 0.4% of uniform WGA's at ζ = 2
+    (mostly bias), 16% at ζ = 0 and 17% of BC's (the slowest to forget); the SE must stay small enough to mean
+    something."""
     for zeta, e in mean_estimation_errors.items():
         for method in ("local", "uniform", "bc"):
             if method in e:
-                assert e[method] == pytest.approx(e[f"theory_{method}"], rel=0.25), (zeta, method, e)
+                theory, se = e[f"theory_{method}"], e[f"se_{method}"]
+                assert se < 0.06 * theory, (zeta, method, e)
+                assert abs(e[method] - theory) <= 4 * se, (zeta, method, e)
 
 
 # ------------------------------------------------------------------------------------------ model averaging

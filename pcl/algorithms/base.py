@@ -1,9 +1,9 @@
-"""The algorithm interface, the context algorithms are written against, and the registry.
+"""The algorithm interface, the context algorithms are written against, and ``register``.
 
 An algorithm reads like its paper's pseudo-code (FedJAX's ``init``/``apply`` over explicit state): ``init``
 builds the state, ``round`` advances it by one communication round, ``personalized`` returns the model each
 client would use now. The engine decides how clients execute (vectorized or the reference loop); the runner
-owns the round loop, evaluation, checkpoints and files. Adding an algorithm = one file + one import line in
+owns the round loop, evaluation, checkpoints and files. Adding an algorithm = one file + one registry line in
 ``pcl/algorithms/__init__.py``.
 """
 from __future__ import annotations
@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
+from pcl.algorithms import ALGORITHMS
 from pcl.algorithms.hparams import build, param
 from pcl.engine import LocalSpec, Params, evaluate
 from pcl.engine.optim import OPTIMIZERS
@@ -20,16 +21,13 @@ from pcl.engine.optim import OPTIMIZERS
 if TYPE_CHECKING:
     from pcl.algorithms.context import Context
 
-ALGORITHMS: dict[str, type["Algorithm"]] = {}
-
 
 def register(name: str):
-    """Class decorator: make an algorithm available by ``name`` in configs and the CLI."""
+    """Class decorator: make an algorithm available by ``name`` in configs and the CLI (its registry line in
+    ``pcl/algorithms/__init__.py`` makes the name known without importing the module)."""
     def deco(cls):
-        if name in ALGORITHMS:
-            raise ValueError(f"algorithm {name!r} registered twice")
+        ALGORITHMS.add(name, cls)
         cls.name = name
-        ALGORITHMS[name] = cls
         return cls
     return deco
 

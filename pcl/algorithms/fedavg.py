@@ -17,16 +17,29 @@ class FedAvgHparams(LocalSGD):
     client_fraction: float = param(1.0, gt=0, le=1)
 
 
+@dataclass
+class FedAvgRunHparams(FedAvgHparams):
+    """``frozen``: a parameter group of the model (e.g. ``adapter``) that keeps its initial value. Pre-training the
+    model of Pillutla et al. (2022) with its zero-initialised residual adapters frozen is pre-training the model
+    without adapters, to which identity adapters are added afterwards, as the paper does (docs/papers/
+    partial-personalization.md §2.4)."""
+
+    frozen: str | None = param(None)
+
+
 @register("fedavg")
 class FedAvg(Algorithm):
-    Hparams = FedAvgHparams
+    Hparams = FedAvgRunHparams
 
     def init(self) -> dict:
         return {"global": self.ctx.init_params()}
 
     def round(self, state: dict, t: int) -> dict:
         chosen = self.ctx.sample_clients(self.hp.client_fraction)
-        local = self.ctx.local_train(self.ctx.broadcast(state["global"], len(chosen)), chosen, self.hp)
+        frozen = getattr(self.hp, "frozen", None)  # model_averaging runs a FedAvg with its own Hparams, without it
+        trainable = f"-{frozen}" if frozen else None
+        local = self.ctx.local_train(self.ctx.broadcast(state["global"], len(chosen)), chosen, self.hp,
+                                     trainable=trainable)
         return {**state, "global": weighted_mean(local, self.ctx.train.n[chosen])}
 
     def personalized(self, state: dict):

@@ -10,12 +10,12 @@ from dataclasses import dataclass
 import torch
 
 from pcl.algorithms.base import register
-from pcl.algorithms.fedavg import FedAvg, FedAvgHparams
+from pcl.algorithms.fedavg import FedAvg, FedAvgRunHparams
 from pcl.algorithms.hparams import param
 
 
 @dataclass
-class FedAvgFTHparams(FedAvgHparams):
+class FedAvgFTHparams(FedAvgRunHparams):
     """Fine-tuning: ``ft_epochs`` local epochs at step ``ft_lr`` on ``ft_group`` ('all' = the whole model)."""
 
     ft_epochs: float = param(1.0, gt=0)

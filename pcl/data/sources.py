@@ -13,16 +13,18 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from sklearn.datasets import load_digits
 
-from pcl.data import download, synthetic
+from pcl.data import download
 from pcl.data.types import Pool
+from pcl.registry import Registry
 
 SCHEMA_PATH = Path(__file__).resolve().parents[1] / "schemas" / "source.schema.yaml"
 
 
 def digits() -> Pool:
     """scikit-learn's bundled 8x8 digits (1,797 images, 10 classes, no download): x in [0, 1] (pixels / 16)."""
+    from sklearn.datasets import load_digits  # ~0.7 s: not on the path of `pcl list` and config validation
+
     d = load_digits()
     return Pool("digits", (d.images[:, None] / 16).astype(np.float32), d.target.astype(np.int64), num_classes=10)
 
@@ -115,18 +117,18 @@ def fed_emnist(*, root: str | Path, min_train: int = 100, min_test: int = 25, ma
     )
 
 
-SOURCES: dict[str, Callable[..., Pool]] = {
-    "digits": digits,
-    "mnist": mnist,
-    "fashion_mnist": fashion_mnist,
-    "cifar10": cifar10,
-    "emnist": emnist,
-    "fed_emnist": fed_emnist,
-    "synthetic_regression": synthetic.linear_regression,
-    "synthetic_mean": synthetic.mean_estimation,
-    "synthetic_mixture": synthetic.gaussian_mixture,
-    "synthetic_fedprox": synthetic.fedprox_synthetic,
-}
+SOURCES = Registry("data source", {  # the synthetic generators import scipy: only when first used
+    "digits": "pcl.data.sources:digits",
+    "mnist": "pcl.data.sources:mnist",
+    "fashion_mnist": "pcl.data.sources:fashion_mnist",
+    "cifar10": "pcl.data.sources:cifar10",
+    "emnist": "pcl.data.sources:emnist",
+    "fed_emnist": "pcl.data.sources:fed_emnist",
+    "synthetic_regression": "pcl.data.synthetic:linear_regression",
+    "synthetic_mean": "pcl.data.synthetic:mean_estimation",
+    "synthetic_mixture": "pcl.data.synthetic:gaussian_mixture",
+    "synthetic_fedprox": "pcl.data.synthetic:fedprox_synthetic",
+})
 
 
 def source_keys(name: str) -> list[str]:

@@ -1,12 +1,16 @@
 """Nets that declare their parameter groups, so personalization selects parameters by group name."""
 from __future__ import annotations
 
-from torch import nn
+from typing import TYPE_CHECKING
 
-from pcl.models.nets import CNN, MLP, Linear
-from pcl.models.resnet import ResNet18GN
+from pcl.registry import Registry
 
-MODELS: dict[str, type[nn.Module]] = {"linear": Linear, "mlp": MLP, "cnn": CNN, "resnet18_gn": ResNet18GN}
+if TYPE_CHECKING:
+    from torch import nn
+
+# the nets import torch: each only when first built
+MODELS = Registry("model", {"linear": "pcl.models.nets:Linear", "mlp": "pcl.models.nets:MLP",
+                            "cnn": "pcl.models.nets:CNN", "resnet18_gn": "pcl.models.resnet:ResNet18GN"})
 
 
 def build_model(spec: dict, input_shape: tuple[int, ...], num_outputs: int) -> nn.Module:

@@ -27,6 +27,7 @@ __all__ = [
     "wga_weights",
     "bc_weights",
     "collab_sgd",
+    "mean_se",
 ]
 
 Schedule = Literal["constant", "harmonic"]
@@ -238,8 +239,13 @@ class SGDResult:
 
     def stationary(self, frac: float = 0.25) -> tuple[np.ndarray, np.ndarray]:
         """Mean tail error per target and its standard error across seeds."""
-        tail = self.tail(frac)
-        return tail.mean(0), tail.std(0, ddof=1) / np.sqrt(tail.shape[0])
+        return mean_se(self.tail(frac))
+
+
+def mean_se(values: np.ndarray, axis: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Mean over independent replications (seeds) along ``axis`` and its Monte Carlo standard error s/√R."""
+    values = np.asarray(values, float)
+    return values.mean(axis), values.std(axis, ddof=1) / np.sqrt(values.shape[axis])
 
 
 def wga_weights(n_tasks: int, targets=None, beta: float | None = None) -> np.ndarray:

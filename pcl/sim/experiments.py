@@ -33,14 +33,18 @@ import pandas as pd
 import yaml
 from jsonschema import Draft202012Validator
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from scipy import stats
 from scipy.stats import linregress
 
+from pcl import claims as claim_rule
 from pcl.io import atomic_write, write_json
-from pcl.sim.collab_sgd import BiasCorrection, QuadraticOracle, StreamOracle, collab_sgd, wga_weights
+from pcl.results import claims_dict
+from pcl.sim.collab_sgd import BiasCorrection, QuadraticOracle, StreamOracle, collab_sgd, mean_se, wga_weights
 from pcl.sim.mean_estimation import Family, estimation_table, mc_mse, mse_curve, simulate
 from pcl.theory import averaging, wga
 
-__all__ = ["run_simulation", "validate_simulation", "study_defaults", "bc_harmonic_error", "SPEC"]
+__all__ = ["run_simulation", "validate_simulation", "study_defaults", "bc_harmonic_error", "no_floor_in_n",
+           "no_floor_in_t", "SPEC"]
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "simulation.schema.yaml"
 # Tolerances of spec §4.3 (wga-bias-correction.md) and the issue's acceptance list.
@@ -175,11 +179,10 @@ def run_simulation(config: dict, out_dir, *, progress: bool | None = None) -> No
     slopes, claims = pd.DataFrame(slopes, columns=SLOPE_COLUMNS), pd.DataFrame(claims, columns=CLAIM_COLUMNS)
     _write_csv(out_dir / "slopes.csv", slopes)
     _write_csv(out_dir / "claims.csv", claims)
-    measured = slopes[slopes["kind"] == "measured"]
-    write_json(out_dir / "metrics.json", {  # what `dvc metrics show/diff` compares across runs and commits
-        "claims_hold": int((claims["verdict"] == "holds").sum()), "claims_total": len(claims),
-        "slopes": {f"{r.study}/{r.method}": round(r.slope, 6) for r in measured.itertuples()
-                   if np.isfinite(r.expected)}})  # one judged slope per method and study
+    # What `dvc metrics show/diff` compare: the verdict counts, under the federated experiments' keys (one column
+    # each over all experiments); the slopes stay in slopes.csv.
+    write_json(out_dir / "metrics.json", {"claims": claims_dict(
+        {verdict: int((claims["verdict"] == verdict).sum()) for verdict in claim_rule.VERDICTS})})
     write_json(out_dir / "run.json", {
         "experiment": config.get("name"), "kind": "simulation", "config": resolved, "seed": section["seed"],
         "studies": studies, "code": code_version(), "wall_time_s": round(time.time() - start, 3),
@@ -260,6 +263,16 @@ def _stationary(oracle, p: dict, seed: int, **kw) -> tuple[float, float]:
                      record_every=max(1, p["steps"] // 2000), **kw)
     mean, se = res.stationary(p["tail"])
     return float(mean[0]), float(se[0])
+
+
+def no_floor_in_n(k, errors, se: float, local: float, local_se: float, floor: float) -> tuple[bool, bool]:
+    """"No bias floor" at constant step, for ``errors`` measured at N + 1 = ``k`` (SE ``se`` at the largest N), as two
+    checks: (level) at the largest N the error is below WGA's floor and below ``local``'s error by MAX_Z combined SE;
+    (slope) the slope is −1 ± SLOPE_TOL. Being below the floor alone proves nothing (local is, at every N): beating
+    local shows that the biased collaborators are used without a floor, the slope that the benefit grows with N."""
+    errors = np.asarray(errors, float)
+    level = errors[-1] < floor and errors[-1] + MAX_Z * np.hypot(se, local_se) < local
+    return bool(level), bool(abs(_slope(k, errors)[0] + 1) <= SLOPE_TOL)
 
 
 def _speedup(name: str, p: dict, seed: int, track) -> StudyResult:
@@ -346,10 +359,15 @@ def _speedup(name: str, p: dict, seed: int, track) -> StudyResult:
                          spec="worse than alone for every N (§1.5(a))" if spec_setting else ""))
     floor = (zeta * n_max / (n_max + 1)) ** 2
     meas_b, theo_b = col("bc")
-    claims.append(_claim(f"BC has no bias floor: at N={n_max} its error is below WGA's floor (ζN/(N+1))² and it keeps "
-                         "slope −1", bool(meas_b[-1] < floor and abs(_slope(k, meas_b)[0] + 1) <= SLOPE_TOL),
-                         theory=f"BC {_g(theo_b[-1])} < floor {_g(floor)}", measured=f"BC {_g(meas_b[-1])}",
-                         note="BC update form reconstructed (spec §1.3 [R])"))
+    se_b, se_l = measured[("bc", n_max, 1.0)][1], measured[("local", n_max, 1.0)][1]
+    claims.append(_claim(f"BC has no bias floor: at N={n_max} its error is below WGA's floor (ζN/(N+1))² and below "
+                         f"local's by {MAX_Z:g} SE, and it keeps slope −1",
+                         all(no_floor_in_n(k, meas_b, se_b, meas_l[-1], se_l, floor)),
+                         theory=f"BC {_g(theo_b[-1])} < floor {_g(floor)}, local {_g(theo_l[-1])}",
+                         measured=f"BC {_g(meas_b[-1])} ± {_g(se_b)}, local {_g(meas_l[-1])} ± {_g(se_l)}, "
+                                  f"slope {_slope(k, meas_b)[0]:.3f}",
+                         note="a method that ignores the collaborators (local) fails the first test (below local), one "
+                              "with a floor both; BC update form reconstructed (spec §1.3 [R])"))
     ratio, theo_ratio = meas_b / col("wga_zeta0")[0], theo_b / col("wga_zeta0")[1]
     claims.append(_claim("BC (a = η/(N+1)) costs about 2× WGA(ζ=0) (within ±25%)",
                          bool(np.all(np.abs(ratio / 2 - 1) <= 0.25)),
@@ -374,11 +392,14 @@ def _speedup(name: str, p: dict, seed: int, track) -> StudyResult:
         closed = theory("bc", n_max, h)
         printed = SPEC["wga"]["bc_curved_N31"].get(h) if spec_setting and n_max == 31 else None
         disagree = printed is not None and not _matches_printed(closed, printed)
-        side = "closed form" if abs(mean - closed) < abs(mean - (printed or np.inf)) else "spec"
+        off = {"closed form": abs(mean - closed), "spec": abs(mean - (printed or np.inf))}
+        near, far = sorted(off, key=off.get)
+        side = (f"sides with the {near}" if off[far] > MAX_Z * se
+                else f"cannot tell them apart ({MAX_Z:g} SE = {MAX_Z * se:.5f})")
         claim = _mc_claim(f"BC with collaborator curvature h_i = {h:g} (N={n_max}): no floor, Monte Carlo matches "
                           "the Lyapunov closed form", [mean], [closed], [se], REL_TOL_SGD, [f"h_i={h:g}"],
                           note="; ".join(([f"the spec's {printed} disagrees with the closed form {closed:.5f}; the "
-                                           f"Monte Carlo sides with the {side}"] if disagree else [])
+                                           f"Monte Carlo {side}"] if disagree else [])
                                          + [f"h_i = 1 gives {_g(base_bc)} (measured)",
                                             "BC update form reconstructed (spec §1.3 [R])"]))
         claims.append({**claim, "spec": "" if printed is None else f"{printed}", "theory": f"{closed:.5f}",
@@ -405,6 +426,36 @@ def bc_harmonic_error(steps: int, n_collab: int, sigma: float = 1.0) -> float:
 def _t_star(p: dict) -> float:
     """T* = σ²/((N+1)ζ²): WGA's variance σ²/((N+1)T) reaches the bias ζ² (spec §1.2, §1.5(d))."""
     return p["sigma"] ** 2 / ((p["N"] + 1) * p["zeta"] ** 2)
+
+
+def no_floor_in_t(errors, se, theory, late, floor: float) -> bool:
+    """"No bias floor" under η_t = 1/(t+1): over the ``late`` horizons (where WGA has flattened) the error follows the
+    method's own ζ-free closed form ``theory`` within max(REL_TOL_SGD, MAX_Z·SE), it ends below WGA's floor and it is
+    still falling. A floor would lift the late errors off the ζ-free form; local (a different closed form, 1/(2 + 1/N)
+    of BC's) fails the first test too, so the check is specific to the method, unlike "below the floor" alone."""
+    errors, se, theory = (np.asarray(v, float) for v in (errors, se, theory))
+    late = np.asarray(late, bool)
+    gap = np.abs(errors[late] - theory[late])
+    follows = np.all(gap <= np.maximum(REL_TOL_SGD * theory[late], MAX_Z * se[late]))
+    return bool(follows and errors[-1] < floor and errors[-1] < errors[-2])
+
+
+def _bc_beats_local(mean: dict, se: dict, theo: dict, ts, n: int) -> dict:
+    """The paper's claim for BC (linear speedup without a bias floor) under η_t = a_t = 1/(t+1), decided like every
+    claim of pcl.claims: BC − local at the largest T, its 95% interval from the two independent Monte Carlo errors."""
+    diff = float(mean["bc"][-1] - mean["local"][-1])
+    half = float(stats.norm.ppf(0.975) * np.hypot(se["bc"][-1], se["local"][-1]))
+    verdict = claim_rule.verdict("<", 0.0, diff, half)
+    ratio = mean["bc"][-1] / mean["local"][-1]
+    return {"claim": f"BC (a_t = η_t = 1/(t+1)) beats local at T = {ts[-1]}: the collaborators' speedup survives bias "
+                     "correction", "spec": "BC removes the floor and keeps linear speedup (abstract; §1.3 [R])",
+            "theory": f"BC/local = {_g(theo['bc'][-1] / theo['local'][-1])} (≈ 2 + 1/N = {_g(2 + 1 / n)})",
+            "measured": f"BC/local = {ratio:.3f}; BC − local = {_g(diff)} ± {_g(half)} (95%)", "verdict": verdict,
+            "note": ("the reproduction disagrees with the paper here: " if verdict == "fails" else "")
+                    + "with a_t = η_t the bias estimate c (the running mean of g_0 − ĝ) carries the target's own "
+                      "noise at full weight, so BC's error is ≈ (2 + 1/N)σ²/T (bc_harmonic_error), not "
+                      "σ²/((N+1)T); the constant-step BC with a = η/(N+1) (speedup study) does keep the speedup; "
+                      "update form and schedule reconstructed"}
 
 
 HORIZON_CHUNK = 500  # replications per collab_sgd call: errors are kept at every step, [reps, T + 1]
@@ -442,8 +493,7 @@ def _horizon(name: str, p: dict, seed: int, track) -> StudyResult:
                          seed=_derive_seed(seed, method, i), **kw)
         parts[method].append(res.errors[:, 0, ts])
     measured = {m: np.concatenate(v) for m, v in parts.items()}  # [reps, len(T)]
-    mean = {m: v.mean(0) for m, v in measured.items()}
-    se = {m: v.std(0, ddof=1) / np.sqrt(reps) for m, v in measured.items()}
+    mean, se = (dict(zip(measured, v)) for v in zip(*(mean_se(v) for v in measured.values())))
     theo = {m: np.array([theory(m, t) for t in ts]) for m in setups}
 
     dense = np.unique(np.r_[ts, np.geomspace(ts[0], ts[-1], 64).round().astype(int)])
@@ -482,12 +532,16 @@ def _horizon(name: str, p: dict, seed: int, track) -> StudyResult:
                          theory=f"beats local for T < {t_local:.4g}",
                          measured="beats local at T = " + ", ".join(str(t) for t in ts[beats]),
                          note="horizons within 20% of the crossover are not judged"))
-    bc_end = mean["bc"][-1]
-    claims.append(_claim(f"BC has no bias floor: at T = {ts[-1]} its error is below WGA's floor and still falling",
-                         bool(bc_end < floor and mean["bc"][-1] < mean["bc"][-2]),
-                         theory=f"BC {_g(theo['bc'][-1])} < floor {_g(floor)}", measured=f"BC {_g(bc_end)}",
-                         note=f"with a_t = η_t BC's error is (2 + 1/N)σ²/T asymptotically (bc_harmonic_error): about "
-                              f"{_g(theo['bc'][-1] / theo['local'][-1])}× local's; update form reconstructed"))
+    on_form = no_floor_in_t(mean["bc"], se["bc"], theo["bc"], idx, floor)
+    off_form = np.max(np.abs(mean["bc"][idx] / theo["bc"][idx] - 1))
+    claims.append(_claim(f"BC has no bias floor: beyond {p['plateau_factor']:g}·T* (where WGA levels off) its error "
+                         f"follows its ζ-free closed form, ends below WGA's floor and is still falling at T = {ts[-1]}",
+                         on_form, theory=f"BC {_g(theo['bc'][-1])} < floor {_g(floor)} at T = {ts[-1]}",
+                         measured=f"BC {_g(mean['bc'][-1])} ± {_g(se['bc'][-1])}; max rel. error to the closed "
+                                  f"form {off_form:.2%} over {idx.sum()} horizons",
+                         note=f"closed form within max({REL_TOL_SGD:.0%}, {MAX_Z:g} SE): local's error (1/(2 + 1/N) "
+                              "of it) fails this; update form reconstructed"))
+    claims.append(_bc_beats_local(mean, se, theo, ts, n))
     claims.append(_mc_claim(f"closed forms match Monte Carlo at every T (R = {reps} seeds)",
                             np.concatenate([mean[m] for m in setups]), np.concatenate([theo[m] for m in setups]),
                             np.concatenate([se[m] for m in setups]), REL_TOL_SGD,
@@ -518,21 +572,6 @@ def _family_label(spec: dict, fam: Family) -> str:
     return f"{spec['name']} (μ0={spec.get('mu0', 0.0):g}, Δ={spec['delta']:g}{extra})"
 
 
-def _benefit_se(draws, alphas) -> np.ndarray:
-    """Delta-method standard error of the Monte Carlo relative benefit ū/v̄, u = sq_L − sq_α and v = sq_L − sq_α*
-    per replication (paired on the same draws, so most of the noise cancels)."""
-    def sq(a):
-        return ((1.0 - a) * draws.local + a * draws.global_model - draws.mu0) ** 2
-
-    base = sq(0.0)
-    v = base - sq(draws.alpha_star)
-    out = []
-    for a in alphas:
-        u = base - sq(a)
-        out.append(np.std(u - u.mean() / v.mean() * v, ddof=1) / np.sqrt(len(u)) / abs(v.mean()))
-    return np.array(out)
-
-
 def _averaging_curve(name: str, p: dict, seed: int, track) -> StudyResult:
     """Experiment 3: MSE and relative benefit vs α/α* per distribution, Monte Carlo vs closed form (§2.2, §2.4)."""
     ratios = np.array(sorted(p["ratios"]), float)
@@ -546,7 +585,6 @@ def _averaging_curve(name: str, p: dict, seed: int, track) -> StudyResult:
                          seed=_derive_seed(seed, i, spec["name"]), mu0=spec.get("mu0", 0.0), pooled=p["pooled"])
         label, a_star, mse_l = _family_label(spec, fam), draws.alpha_star, draws.var_local
         curve = mse_curve(draws, ratios)
-        curve["benefit_se"] = _benefit_se(draws, curve.alpha)
         rows += [{"family": label, "ratio": r.ratio, "alpha": r.alpha, "kind": "measured", "mse": r.mse_mc,
                   "se": r.mse_se, "mse_rel": r.mse_mc / mse_l, "benefit": r.benefit_mc, "benefit_se": r.benefit_se}
                  for r in curve.itertuples()]

@@ -17,13 +17,21 @@ from pcl.config import ConfigError, apply_scale, init_reference, validate_experi
 from pcl.data import download
 from pcl.io import spec_hash
 
-DATA, RESULTS, REPORTS, LOGS = (config[key] for key in ("data_dir", "results_dir", "reports_dir", "logs_dir"))
+DATA = config["data_dir"]
+# Each scale has its own results/<scale>, reports/<scale> and logs/<scale>, so `--config scale=paper` never
+# overwrites the small run; federations (data/federations/<spec hash>) are keyed by their data and stay shared.
+RESULTS, REPORTS, LOGS = (f"{config[key]}/{config['scale']}" for key in ("results_dir", "reports_dir", "logs_dir"))
 RAW = f"{DATA}/raw"
 EXPERIMENT_SCHEMA = str(files("pcl") / "schemas" / "experiment.schema.yaml")
 
-# Every job runs with `threads: 1` by default, and torch/OpenMP/MKL/OpenBLAS are told the same, so that
-# `--cores 8` runs 8 jobs side by side instead of 8 jobs that each spawn 8 threads.
-THREADS_ENV = "OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads} OPENBLAS_NUM_THREADS={threads}"
+# Every job runs with `threads: 1` by default, so that `--cores 8` runs 8 jobs side by side instead of 8 jobs
+# that each spawn 8 threads. torch/OpenMP/MKL/OpenBLAS are told the same by Snakemake itself, which sets
+# OMP_NUM_THREADS, MKL_NUM_THREADS, OPENBLAS_NUM_THREADS (and GOTO_, VECLIB_MAXIMUM_, NUMEXPR_NUM_THREADS) to
+# the job's `threads` for every shell job (snakemake/shell.py), locally and on a cluster node alike.
+
+# Every rule's software, for `--software-deployment-method conda` (plain runs use the environment that runs
+# Snakemake); the path is relative to workflow/rules/, where the rules are.
+CONDA_ENV = "../envs/pcl.yaml"
 
 wildcard_constraints:
     exp=r"[A-Za-z0-9_.-]+",
@@ -49,7 +57,7 @@ def experiments_of_kind(kind: str) -> str:
     """A wildcard pattern matching the experiments of one ``kind`` (read from each file's `kind:` up front).
 
     Federated experiments are aggregated from train jobs, simulations written by `pcl simulate`; both end in
-    results/<exp>/metrics.json, so each of those rules only accepts experiments of its own kind.
+    results/<scale>/<exp>/metrics.json, so each of those rules only accepts experiments of its own kind.
     """
     return "|".join(re.escape(name) for name, k in KINDS.items() if k == kind) or "(?!)"
 
@@ -81,34 +89,48 @@ def experiment(name: str) -> dict:
 
 
 def runs(name: str) -> list[tuple[str, str, int]]:
-    """Every (algorithm, setting, seed) of a federated experiment: one train job each."""
+    """Every (algorithm, setting, seed) of a federated experiment."""
     exp = experiment(name)
     return [(alg, setting, seed) for alg, settings in exp["algorithms"].items() for setting in settings
             for seed in exp["seeds"]]
 
 
+def settings(name: str) -> list[tuple[str, str]]:
+    """Every (algorithm, setting) of a federated experiment: one train job each, which trains all its seeds."""
+    return [(alg, setting) for alg, settings in experiment(name)["algorithms"].items() for setting in settings]
+
+
+def setting_dir(name: str, alg: str, setting: str) -> str:
+    """The train job's output folder: one ``seed=<s>`` run folder per seed."""
+    return f"{RESULTS}/{name}/{alg}/{setting}"
+
+
 def run_dir(name: str, alg: str, setting: str, seed) -> str:
-    return f"{RESULTS}/{name}/{alg}/{setting}/seed={seed}"
+    return f"{setting_dir(name, alg, setting)}/seed={seed}"
 
 
-def run_config(name: str, alg: str, setting: str, seed) -> dict:
-    """The config one train job reads: its experiment narrowed to this algorithm, setting and seed.
+def setting_config(name: str, alg: str, setting: str) -> dict:
+    """The config one train job reads: its experiment narrowed to this algorithm and setting (all seeds).
 
-    Being exactly what the run depends on, it is rewritten (and the run redone) only when that changes:
-    adding a setting, a seed or a claim to the experiment leaves every other run alone.
+    Being exactly what the job depends on, it is rewritten (and the job redone) only when that changes: adding a
+    setting or a claim to the experiment leaves every other job alone (adding a seed redoes every setting's job).
     """
     exp = experiment(name)
-    if alg not in exp["algorithms"] or setting not in exp["algorithms"][alg] or int(seed) not in exp["seeds"]:
-        raise WorkflowError(f"experiment {name!r} has no run {alg}/{setting} with seed {seed}")
-    return {**{k: v for k, v in exp.items() if k not in ("claims", "description")},
-            "algorithms": {alg: {setting: exp["algorithms"][alg][setting]}}, "seeds": [int(seed)]}
+    if alg not in exp["algorithms"] or setting not in exp["algorithms"][alg]:
+        raise WorkflowError(f"experiment {name!r} has no setting {alg}/{setting}")
+    chosen, ref = {}, (alg, setting)
+    while ref is not None:  # with the settings its `init_from` chain names, so the config stays valid on its own
+        values = exp["algorithms"][ref[0]][ref[1]]
+        chosen.setdefault(ref[0], {})[ref[1]] = values
+        ref = init_reference((values or {}).get("init_from"))
+    return {**{k: v for k, v in exp.items() if k not in ("claims", "description")}, "algorithms": chosen}
 
 
 def init_inputs(w) -> list[str]:
-    """The model.pt of the run a setting's `init_from: <algorithm>/<setting>` names (same seed), so the pre-training
-    run is computed once per seed, before every run that starts from it; none for other settings."""
+    """The train job of the setting a setting's `init_from: <algorithm>/<setting>` names (its seeds' model.pt), so
+    the pre-training is computed once per seed, before every job that starts from it; none for other settings."""
     ref = init_reference((experiment(w.exp)["algorithms"][w.alg][w.setting] or {}).get("init_from"))
-    return [f"{run_dir(w.exp, *ref, w.seed)}/model.pt"] if ref else []
+    return [setting_dir(w.exp, *ref)] if ref else []
 
 
 def train_gpus(name: str) -> int:
@@ -132,7 +154,7 @@ def train_mem_mb(wildcards, input) -> int:
     federation = str(input.federation)
     if not Path(federation).is_file():
         raise FileNotFoundError(errno.ENOENT, "federation not built yet", federation)
-    cfg = run_config(wildcards.exp, wildcards.alg, wildcards.setting, wildcards.seed)
+    cfg = setting_config(wildcards.exp, wildcards.alg, wildcards.setting)
     return estimate(cfg, wildcards.alg, wildcards.setting, federation, RAW)
 
 
@@ -160,6 +182,27 @@ def raw_files(spec: dict) -> list[str]:
     """The pinned files a source downloads (see pcl.data.download); none for offline sources."""
     dataset = spec["source"]["name"]
     return [f"{RAW}/{dataset}/{file}" for file in download.SHA256.get(dataset, {})]
+
+
+def _benchmark_experiments() -> list[str]:
+    """The benchmark experiments (benchmark.smk) named in `experiments`, else every benchmark_*.yaml."""
+    found = sorted(name for name in KINDS if name.startswith("benchmark_"))
+    named = [name for name in config["experiments"] if name in found]
+    return named or found
+
+
+def report_inputs(w) -> dict:
+    """What the notebook reads: results tables and federation stats, or a simulation's tables."""
+    exp = experiment(w.exp)
+    results = f"{RESULTS}/{w.exp}"
+    common = {"notebook": exp.get("report", {}).get("notebook", config["report_notebook"]),
+              "config": f"{results}/config.yaml"}
+    if exp["kind"] == "simulation":
+        return {**common, "run": f"{results}/run.json", "claims": f"{results}/claims.csv"}
+    also = [f"{RESULTS}/{other}/{f}" for other in exp.get("report", {}).get("also", [])
+            for f in ("config.yaml", "summary.csv", "runs.csv")]  # e.g. the same method on other networks
+    return {**common, "summary": f"{results}/summary.csv", "runs": f"{results}/runs.csv",
+            "clients": f"{results}/clients.csv", "stats": f"{federation_dir(w.exp)}/stats.json", "also": also}
 
 
 # Load (and so validate) the default experiment set up front: a bad config stops even `snakemake -n`.

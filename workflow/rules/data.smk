@@ -9,14 +9,18 @@ rule download:
     """
     output:
         f"{RAW}/{{dataset}}/{{file}}",
+    params:
+        data_root=lambda w, output: os.path.dirname(os.path.dirname(output[0])),  # <data root>/<dataset>/<file>
     log:
         f"{LOGS}/download/{{dataset}}/{{file}}.log",
     threads: 1
+    conda:
+        CONDA_ENV
     resources:
         mem_mb=500,
         runtime=30,
     shell:
-        "pcl fetch {wildcards.dataset} {wildcards.file} --data-root " + RAW + " > {log:q} 2>&1"
+        "pcl fetch {wildcards.dataset} {wildcards.file} --data-root {params.data_root} > {log:q} 2>&1"
 
 
 rule federation_config:
@@ -29,9 +33,13 @@ rule federation_config:
         f"{DATA}/federations/{{fed}}/partition.yaml",
     params:
         text=lambda w: yaml.safe_dump(partition_config(w.fed), sort_keys=False),
+    log:
+        f"{LOGS}/federation_config/{{fed}}.log",
     localrule: True
+    conda:
+        CONDA_ENV
     shell:
-        "printf '%s' {params.text:q} > {output:q}"
+        "printf '%s' {params.text:q} > {output:q} 2> {log:q}"
 
 
 rule partition:
@@ -43,12 +51,16 @@ rule partition:
         federation=f"{DATA}/federations/{{fed}}/federation.npz",
         stats=f"{DATA}/federations/{{fed}}/stats.json",
         counts=report(f"{DATA}/federations/{{fed}}/counts.png", category="Federations"),
+    params:
+        data_root=RAW,
     log:
         f"{LOGS}/partition/{{fed}}.log",
     threads: 1
+    conda:
+        CONDA_ENV
     resources:
         mem_mb=2000,
         runtime=30,
     shell:
-        THREADS_ENV + " pcl partition {input.config:q} $(dirname {output.federation:q}) --data-root " + RAW
-        + " > {log:q} 2>&1"
+        "pcl partition {input.config:q} $(dirname {output.federation:q}) --data-root {params.data_root}"
+        " > {log:q} 2>&1"

@@ -1,23 +1,15 @@
 """Reports: papermill runs an experiment's report notebook, nbconvert makes it one self-contained HTML."""
 import json
 
-
-def report_inputs(w) -> dict:
-    """What the notebook reads: results tables and federation stats, or a simulation's tables."""
-    exp = experiment(w.exp)
-    results = f"{RESULTS}/{w.exp}"
-    common = {"notebook": exp.get("report", {}).get("notebook", config["report_notebook"]),
-              "config": f"{results}/config.yaml"}
-    if exp["kind"] == "simulation":
-        return {**common, "run": f"{results}/run.json", "claims": f"{results}/claims.csv"}
-    also = [f"{RESULTS}/{other}/{f}" for other in exp.get("report", {}).get("also", [])
-            for f in ("config.yaml", "summary.csv", "runs.csv")]  # e.g. the same method on other networks
-    return {**common, "summary": f"{results}/summary.csv", "runs": f"{results}/runs.csv",
-            "clients": f"{results}/clients.csv", "stats": f"{federation_dir(w.exp)}/stats.json", "also": also}
+# nbconvert's command for every report.html (rules report and benchmark_report): code hidden, Markdown images
+# inlined like the figures, and a template that loads nothing from a CDN (no require.js, MathJax, Mermaid), so
+# the file opens offline; a TeX formula would show as its source (the reports write Unicode symbols instead).
+NBCONVERT_HTML = ("jupyter nbconvert --to html --no-input --embed-images"
+                  " --template-file workflow/templates/report.html.j2")
 
 
 rule report:
-    """reports/<exp>/report.ipynb (executed), report.html (code hidden, figures inline), figures/*.png|svg and
+    """reports/<scale>/<exp>/report.ipynb (executed), report.html (code hidden, figures inline), figures/*.png|svg and
     claims.csv (the claims table). The notebook is the experiment's `report.notebook`, else the generic one."""
     input:
         unpack(report_inputs),
@@ -27,6 +19,7 @@ rule report:
         claims=f"{REPORTS}/{{exp}}/claims.csv",
         figures=directory(f"{REPORTS}/{{exp}}/figures"),
     params:
+        nbconvert=NBCONVERT_HTML,
         # The notebook's parameters cell, as papermill's YAML (-y): experiment, config_path, results_dir,
         # federation_dir (empty for simulations), figures_dir, claims_path, scale.
         notebook=lambda w, input, output: json.dumps({
@@ -38,11 +31,13 @@ rule report:
     wildcard_constraints:
         exp=r"(?!benchmark/)[A-Za-z0-9_.-]+",  # reports/benchmark/ is rule benchmark_report's
     threads: 1
+    conda:
+        CONDA_ENV
     resources:
         mem_mb=1000,
         runtime=15,
     shell:
-        THREADS_ENV + " papermill {input.notebook:q} {output.notebook:q} --kernel python3 --cwd . --no-progress-bar"
+        "papermill {input.notebook:q} {output.notebook:q} --kernel python3 --cwd . --no-progress-bar"
         " -y {params.notebook:q} > {log:q} 2>&1"
-        " && jupyter nbconvert --to html --no-input --output-dir $(dirname {output.html:q})"
+        " && {params.nbconvert} --output-dir $(dirname {output.html:q})"
         " --output report {output.notebook:q} >> {log:q} 2>&1"
