@@ -14,12 +14,15 @@ import seaborn as sns  # noqa: E402
 def save_figure(fig, folder: str | Path, name: str, dpi: int = 110) -> None:
     """Show ``fig`` in a report notebook and keep it as ``folder/name.png`` and ``.svg``, byte-stable: no dates or
     software tags in the files (set ``plt.rcParams["svg.hashsalt"]`` for fixed SVG ids); then close it."""
-    from IPython.display import display
+    from IPython.display import Image, display
 
     fig.tight_layout()
-    fig.savefig(Path(folder) / f"{name}.png", dpi=dpi, metadata={"Software": None})
+    png = Path(folder) / f"{name}.png"
+    fig.savefig(png, dpi=dpi, metadata={"Software": None})
     fig.savefig(Path(folder) / f"{name}.svg", metadata={"Date": None, "Creator": None})
-    display(fig)
+    # the saved PNG itself: displaying the Figure gives only its text repr when matplotlib runs without the inline
+    # backend (as under papermill with Agg), and the report would show "<Figure size ...>" instead of the plot
+    display(Image(filename=str(png)))
     plt.close(fig)
 
 

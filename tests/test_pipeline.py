@@ -232,7 +232,10 @@ def test_download_partition_train_aggregate_report(tmp_path, mnist_mirror):
     assert metrics["claims"] == {v: int((claims["verdict"] == v).sum()) for v in ("holds", "fails", "inconclusive")}
     for verdict in claims["verdict"]:
         assert verdict in html
-    for figure in ("clients_by_run", "client_distribution", "gain_over_local", "learning_curves"):
+    figures = ("clients_by_run", "client_distribution", "gain_over_local", "learning_curves")
+    # every figure is in the HTML as an image (not matplotlib's "<Figure size ...>" text), plus the federation's
+    assert html.count("data:image/png;base64") >= len(figures) + 1 and "&lt;Figure size" not in html
+    for figure in figures:
         assert (root / f"reports/small/tiny/figures/{figure}.png").stat().st_size > 0
         assert (root / f"reports/small/tiny/figures/{figure}.svg").read_text().lstrip().startswith("<?xml")
     # the simulation went through `pcl simulate` and its own notebook (`report.notebook`)
@@ -295,3 +298,21 @@ def test_killed_run_resumes_without_redoing_finished_jobs(tmp_path):
     log_file = root / f"logs/small/tiny/train/{killed[0].parent.name}/{killed[0].name}.log"
     assert "resuming" in log_file.read_text()  # the killed job resumed its seed from the last checkpoint
     assert not list(checkpoints.rglob("checkpoint.pt"))
+
+
+@pytest.mark.parametrize("configfile, reports", [
+    ("workflow/config/personalization.yaml", {"partial", "pdbo_stochastic_directed", "pdbo_stochastic_undirected",
+                                              "pdbo_static"}),
+    (".test/config/config.yaml", {"benchmark"}),
+])
+def test_the_other_experiment_sets_resolve(tmp_path, configfile, reports):
+    """The second experiment set and the workflow's test config (.test/, run by CI) name valid experiments; a dry
+    run plans their reports (the repository's own files, copied)."""
+    root = make_workflow(tmp_path)
+    (root / configfile).parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(REPO / configfile, root / configfile)
+    target = ["benchmark"] if reports == {"benchmark"} else []
+    out = snakemake(root, *target, "-n", "--configfile", configfile)
+    scale = yaml.safe_load((REPO / configfile).read_text()).get("scale", "small")
+    planned = set(re.findall(rf"reports/{scale}/([^/\s]+)/report\.html", out.stdout + out.stderr))
+    assert planned == reports
