@@ -27,7 +27,8 @@ OUTPUT_DIRS = ("results", "data")  # logs/ and .snakemake/ are Snakemake's and t
 
 def _experiment() -> dict:
     exp = copy.deepcopy(TINY)  # 4 digits clients, local + fedavg, 2 seeds
-    exp["train"] = {**exp["train"], "rounds": 3, "checkpoint_every": 1}
+    # 20 rounds: a seed's run outlasts the kill's polling, so the mid-training kill finds its checkpoint in place
+    exp["train"] = {**exp["train"], "rounds": 20, "checkpoint_every": 1}
     exp.pop("claims")
     return exp
 
@@ -94,7 +95,9 @@ def test_kill_9_at_random_points_then_rerun_incomplete_gives_identical_outputs(r
     faulted = make_workflow(tmp_path / "faulted", _experiment())
     rng = random.Random(12)
     # two kills after a random number of file writes (anywhere: configs, partition, training), one mid-training
-    points = [(rng.randint(1, 6), rng.uniform(0.0, 0.5)) for _ in range(2)] + [(None, rng.uniform(0.0, 0.5))]
+    # the mid-training kill lands at once (no jitter): a seed's run takes well under a second, and a jitter could let
+    # it finish, removing the checkpoint this kill is meant to leave
+    points = [(rng.randint(1, 6), rng.uniform(0.0, 0.5)) for _ in range(2)] + [(None, 0.0)]
     for events, jitter in points:  # each attempt resumes what the previous kill left, then is killed again
         assert _kill_after(faulted, events, jitter), "every kill should land while the run is still going"
         snakemake(faulted, "--unlock")
