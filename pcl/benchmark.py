@@ -1,4 +1,4 @@
-"""The personalization benchmark table (issue 11): each method tuned on validation, reported on test.
+"""The personalization benchmark table: each method tuned on validation, reported on test.
 
 Every benchmark experiment (one partition each, ``workflow/config/experiments/benchmark_*.yaml``) runs every method
 with a small declared grid of named configurations (settings) over the same seeds. From what ``pcl summarize`` and

@@ -74,19 +74,21 @@ def hparam_errors(config: dict, origin: str = "config") -> list[str]:
 
 def validate_experiment(config: dict, origin: str = "config") -> dict:
     """Check ``config`` against the schema (integers must be ints: 4.0 is rejected), the algorithm registry's names,
-    ``init_from`` references and, for a federated experiment, every setting's hyperparameters (all problems
-    reported at once); return it with training defaults. Only the hyperparameter check imports torch
-    (``hparam_errors``)."""
+    ``init_from`` references, the paper rows' runs (``reported``) and, for a federated experiment, every setting's
+    hyperparameters (all problems reported at once); return it with training defaults. Only the hyperparameter
+    check imports torch (``hparam_errors``)."""
     errors = sorted(_validator().iter_errors(config), key=lambda e: list(e.absolute_path))
     if errors:
         lines = [f"{origin}: {'.'.join(map(str, e.absolute_path)) or '<top>'}: {e.message}" for e in errors]
         raise ConfigError("invalid experiment config:\n  " + "\n  ".join(lines))
     if config.get("kind") == "federated":
+        from pcl import reported
         from pcl.algorithms import ALGORITHMS
         unknown = sorted(set(config["algorithms"]) - set(ALGORITHMS))
         lines = [f"{origin}: algorithms: unknown algorithm(s) {unknown}; known: {sorted(ALGORITHMS)}"] * bool(unknown)
         lines += hparam_errors(config, origin)
         lines += init_errors(config, origin)
+        lines += reported.errors(config, origin)
         if lines:
             raise ConfigError("invalid experiment config:\n  " + "\n  ".join(lines))
         config = {**config, "train": {**DEFAULT_TRAIN, **config.get("train", {})}}

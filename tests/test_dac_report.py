@@ -1,4 +1,4 @@
-"""The DAC reproduction's experiments and report (issue 8): the paper-scale settings are the spec's (dac.md 1.2/1.4),
+"""The DAC reproduction's experiments and report: the paper-scale settings are the spec's (dac.md 1.2/1.4),
 the small-scale federations plant the spec's clusters, and the report notebook takes the generic report's parameters."""
 from __future__ import annotations
 

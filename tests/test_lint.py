@@ -1,4 +1,4 @@
-"""`snakemake --lint`, the community's checks of a workflow's style (issue 13): it reports nothing for ours.
+"""`snakemake --lint`, the community's checks of a workflow's style: it reports nothing for ours.
 
 Each test lints a copy of the workflow (test_pipeline.make_workflow) with the repository's default experiment
 set: linting parses the workflow, which loads those experiments, and leaves a .snakemake/ folder behind.

@@ -1,4 +1,4 @@
-"""pFedMe's personalized model and the benchmark grids of pFedMe, Per-FedAvg and FedRep (issue 11)."""
+"""pFedMe's personalized model and the benchmark grids of pFedMe, Per-FedAvg and FedRep."""
 from __future__ import annotations
 
 from pathlib import Path

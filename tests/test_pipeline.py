@@ -200,7 +200,10 @@ def mnist_mirror(tmp_path):
 def test_download_partition_train_aggregate_report(tmp_path, mnist_mirror):
     exp = copy.deepcopy(TINY)
     exp["data"]["source"] = {"name": "mnist"}
-    root = make_workflow(tmp_path / "repo", exp, "model_averaging")  # with a simulation experiment (issue 4)
+    exp["reported"] = {"source": "a made-up table", "rows": [  # a train job's narrowed config must drop it
+        {"label": "Paper's FedAvg", "run": "fedavg/default", "values": {"mean": 50.0}},
+        {"label": "Paper's centralized model", "values": {"mean": 99.0}}]}
+    root = make_workflow(tmp_path / "repo", exp, "model_averaging")  # with a simulation experiment
     env = {k: v for k, v in mnist_mirror.items() if k.isupper()}
     snakemake(root, "--cores", "2", env=env)
 
@@ -232,6 +235,10 @@ def test_download_partition_train_aggregate_report(tmp_path, mnist_mirror):
     assert metrics["claims"] == {v: int((claims["verdict"] == v).sum()) for v in ("holds", "fails", "inconclusive")}
     for verdict in claims["verdict"]:
         assert verdict in html
+    # the paper's numbers beside ours: ours in %, and ours - paper
+    fedavg = summary.query("algorithm == 'fedavg' and selection == 'best_val' and stat == 'mean'").iloc[0]
+    assert "a made-up table" in html and "Paper's centralized model" in html and "(not run here)" in html
+    assert f"{100 * fedavg['mean'] - 50:+.2f} ± {100 * fedavg['ci95']:.2f}" in html
     figures = ("clients_by_run", "client_distribution", "gain_over_local", "learning_curves")
     # every figure is in the HTML as an image (not matplotlib's "<Figure size ...>" text), plus the federation's
     assert html.count("data:image/png;base64") >= len(figures) + 1 and "&lt;Figure size" not in html
@@ -304,6 +311,8 @@ def test_killed_run_resumes_without_redoing_finished_jobs(tmp_path):
     ("workflow/config/personalization.yaml", {"partial", "pdbo_stochastic_directed", "pdbo_stochastic_undirected",
                                               "pdbo_static"}),
     (".test/config/config.yaml", {"benchmark"}),
+    (".test/config/personalization.yaml", {"partial", "pdbo_stochastic_directed", "pdbo_stochastic_undirected",
+                                           "pdbo_static"}),
 ])
 def test_the_other_experiment_sets_resolve(tmp_path, configfile, reports):
     """The second experiment set and the workflow's test config (.test/, run by CI) name valid experiments; a dry

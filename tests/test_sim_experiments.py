@@ -1,4 +1,4 @@
-"""The simulation experiments of issue 4 (pcl.sim.experiments) on tiny configs: files, columns, verdicts, errors.
+"""The simulation experiments (pcl.sim.experiments) on tiny configs: files, columns, verdicts, errors.
 
 Sizes are far below the defaults, but the claims that must hold at any honest Monte Carlo size (log-log slopes,
 closed form vs Monte Carlo within the spec's tolerance or 4 standard errors, the universal benefit parabola, where

@@ -36,8 +36,7 @@ class FedAvg(Algorithm):
 
     def round(self, state: dict, t: int) -> dict:
         chosen = self.ctx.sample_clients(self.hp.client_fraction)
-        frozen = getattr(self.hp, "frozen", None)  # model_averaging runs a FedAvg with its own Hparams, without it
-        trainable = f"-{frozen}" if frozen else None
+        trainable = f"-{self.hp.frozen}" if self.hp.frozen else None
         local = self.ctx.local_train(self.ctx.broadcast(state["global"], len(chosen)), chosen, self.hp,
                                      trainable=trainable)
         return {**state, "global": weighted_mean(local, self.ctx.train.n[chosen])}

@@ -22,12 +22,12 @@ remaining ties to the smaller α). The chosen α_i per client is recorded as the
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 
 from pcl.algorithms.base import Algorithm, register
-from pcl.algorithms.fedavg import FedAvg, FedAvgHparams
+from pcl.algorithms.fedavg import FedAvg, FedAvgHparams, FedAvgRunHparams
 from pcl.algorithms.hparams import param
 from pcl.algorithms.local import Local
 from pcl.data.types import ClientData
@@ -59,7 +59,9 @@ class ModelAveraging(Algorithm):
         super().__init__(hp, ctx)
         if hp.select_by == "acc" and ctx.federation.num_classes == 0:
             raise ValueError("select_by='acc' needs a classification task; this federation is regression")
-        self._local, self._fedavg = Local(hp, ctx), FedAvg(hp, ctx)
+        # the FedAvg part trains the whole model (nothing frozen) with the shared local-training fields
+        fedavg_hp = FedAvgRunHparams(**{f.name: getattr(hp, f.name) for f in fields(FedAvgHparams)})
+        self._local, self._fedavg = Local(hp, ctx), FedAvg(fedavg_hp, ctx)
 
     def init(self) -> dict:
         w = self.ctx.init_params()

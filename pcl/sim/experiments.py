@@ -1,4 +1,5 @@
-"""The simulation experiments of issue 4 (``kind: simulation``): Monte Carlo beside the closed forms.
+"""The simulation experiments (``kind: simulation``) of weighted gradient averaging, bias correction and optimal
+model averaging: Monte Carlo beside the closed forms.
 
 Four study types, each a function of its (validated) parameters that returns a tidy table, log-log slopes and
 the claims it checks (``claim, spec, theory, measured, verdict, note``):

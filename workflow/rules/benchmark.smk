@@ -1,4 +1,4 @@
-"""The personalization benchmark table (issue 11): every method x partition x seed, one table and one report.
+"""The personalization benchmark table: every method x partition x seed, one table and one report.
 
     snakemake --cores 8 benchmark                         # the table at small scale (offline digits)
     snakemake --cores 2 benchmark --config scale=tiny experiments='[benchmark_dir0.5,benchmark_rotation]'

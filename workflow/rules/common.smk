@@ -113,7 +113,8 @@ def setting_config(name: str, alg: str, setting: str) -> dict:
     """The config one train job reads: its experiment narrowed to this algorithm and setting (all seeds).
 
     Being exactly what the job depends on, it is rewritten (and the job redone) only when that changes: adding a
-    setting or a claim to the experiment leaves every other job alone (adding a seed redoes every setting's job).
+    setting, a claim or a paper row (`reported`) to the experiment leaves every other job alone (adding a seed
+    redoes every setting's job).
     """
     exp = experiment(name)
     if alg not in exp["algorithms"] or setting not in exp["algorithms"][alg]:
@@ -123,7 +124,7 @@ def setting_config(name: str, alg: str, setting: str) -> dict:
         values = exp["algorithms"][ref[0]][ref[1]]
         chosen.setdefault(ref[0], {})[ref[1]] = values
         ref = init_reference((values or {}).get("init_from"))
-    return {**{k: v for k, v in exp.items() if k not in ("claims", "description")}, "algorithms": chosen}
+    return {**{k: v for k, v in exp.items() if k not in ("claims", "description", "reported")}, "algorithms": chosen}
 
 
 def init_inputs(w) -> list[str]:
