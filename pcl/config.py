@@ -1,7 +1,11 @@
 """Experiment configs: load YAML, validate against the one JSON Schema that Snakemake uses too."""
 from __future__ import annotations
 
+import contextlib
 import copy
+import hashlib
+import json
+import os
 from functools import cache
 from pathlib import Path
 
@@ -48,15 +52,43 @@ def split_setting(values: dict | None) -> tuple[dict, dict]:
             {k: v for k, v in values.items() if k not in SETTING_TRAIN_KEYS})
 
 
+@cache
+def _code_digest() -> bytes:
+    """The bytes of every module of pcl, hashed: what a hyperparameter check's outcome can depend on."""
+    digest = hashlib.sha256()
+    package = Path(__file__).parent
+    for path in sorted(package.rglob("*.py")):
+        digest.update(path.relative_to(package).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.digest()
+
+
+def _passed_marker(algorithms: dict) -> Path | None:
+    """Where a passed hyperparameter check of these settings by this code is remembered (``$PCL_CACHE_DIR``, else
+    ``$XDG_CACHE_HOME/pcl`` or ``~/.cache/pcl``): the check imports torch through the algorithm modules (~1.5 s),
+    and every workflow start and ``pcl validate`` repeats it on unchanged settings. None (no caching) when a setting
+    names an algorithm outside pcl (a plugin's code is not in the key) or one the registry does not know."""
+    from pcl.algorithms import ALGORITHMS
+
+    if not all(alg in ALGORITHMS and ALGORITHMS.target(alg).startswith("pcl.") for alg in algorithms):
+        return None
+    key = hashlib.sha256(_code_digest() + json.dumps(algorithms, sort_keys=True, default=repr).encode()).hexdigest()
+    user_cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(os.environ.get("PCL_CACHE_DIR") or Path(user_cache, "pcl"), "hparams-passed", key)
+
+
 def hparam_errors(config: dict, origin: str = "config") -> list[str]:
     """One line per problem with the hyperparameters of every (algorithm, setting) of a federated experiment:
     ``<origin>: algorithms.<alg>.<setting>: <message>`` (built as the train job builds them, so a bad value stops
-    `pcl validate` and the workflow before any job runs). The only check that imports torch: each algorithm's
-    ``Hparams`` (with its ``__post_init__`` cross-field checks) lives in that algorithm's module, imported here for
-    the algorithms the config names."""
+    `pcl validate` and the workflow before any job runs). Each algorithm's ``Hparams`` (with its ``__post_init__``
+    cross-field checks) lives in that algorithm's module, which imports torch; so a pass is remembered, keyed by the
+    settings and pcl's code (``_passed_marker``), and the same settings under the same code are not checked again.
+    A failure is never remembered."""
     from pcl.algorithms import ALGORITHMS
     from pcl.algorithms.hparams import HparamError, build
 
+    marker = _passed_marker(config["algorithms"])
+    if marker is not None and marker.exists():
+        return []
     lines = []
     for alg, settings in config["algorithms"].items():
         if alg not in ALGORITHMS:
@@ -69,6 +101,10 @@ def hparam_errors(config: dict, origin: str = "config") -> list[str]:
                 build(ALGORITHMS[alg].Hparams, values)
             except HparamError as err:
                 lines.extend(f"{origin}: algorithms.{alg}.{setting}: {e}" for e in err.errors)
+    if not lines and marker is not None:
+        with contextlib.suppress(OSError):  # a read-only cache only costs the next check its time
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            marker.touch()
     return lines
 
 
@@ -76,7 +112,7 @@ def validate_experiment(config: dict, origin: str = "config") -> dict:
     """Check ``config`` against the schema (integers must be ints: 4.0 is rejected), the algorithm registry's names,
     ``init_from`` references, the paper rows' runs (``reported``) and, for a federated experiment, every setting's
     hyperparameters (all problems reported at once); return it with training defaults. Only the hyperparameter
-    check imports torch (``hparam_errors``)."""
+    check imports torch, and only for settings it has not passed under this code before (``hparam_errors``)."""
     errors = sorted(_validator().iter_errors(config), key=lambda e: list(e.absolute_path))
     if errors:
         lines = [f"{origin}: {'.'.join(map(str, e.absolute_path)) or '<top>'}: {e.message}" for e in errors]

@@ -30,6 +30,10 @@ class Registry(Mapping):
             raise ValueError(f"{self.kind} {name!r} registered twice{where}")
         self._loaded[name] = obj
 
+    def target(self, name: str) -> str:
+        """The ``module:attribute`` an entry is declared as, without importing it."""
+        return self._targets[name]
+
     def __getitem__(self, name: str) -> Any:
         if name not in self._loaded:
             module, attr = self._targets[name].split(":")

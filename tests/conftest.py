@@ -17,6 +17,16 @@ def digits_fed(tmp_path_factory) -> Federation:
     return Federation.load(out / "federation.npz")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _own_cache(tmp_path_factory):
+    """pcl's cache of passed hyperparameter checks (pcl.config) in a folder of this session, for every process the
+    tests start too: a test never reads a user's cache or leaves one."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("PCL_CACHE_DIR", str(tmp_path_factory.mktemp("pcl-cache")))
+    yield
+    mp.undo()
+
+
 @pytest.fixture(autouse=True)
 def _one_thread():
     torch.set_num_threads(1)

@@ -97,6 +97,42 @@ def test_validation_without_torch_up_to_the_hyperparameters(tmp_path):
     assert "pcl.algorithms.wga" not in got["hparams"]["modules"]  # only the algorithms the config names
 
 
+def test_a_passed_hyperparameter_check_is_remembered_until_the_settings_or_the_code_change(tmp_path, monkeypatch):
+    """The second validation of the same settings under the same code imports no torch; an edited value, a failing
+    check or other code are checked again."""
+    monkeypatch.setenv("PCL_CACHE_DIR", str(tmp_path / "cache"))
+    markers = lambda: sorted((tmp_path / "cache").rglob("*"))  # noqa: E731
+    valid = _experiment(tmp_path, "valid", algorithms={"fedprox": {"default": {"mu": 0.1}}})
+    edited = _experiment(tmp_path, "edited", algorithms={"fedprox": {"default": {"mu": 0.2}}})
+    bad = _experiment(tmp_path, "bad", algorithms={"fedprox": {"default": {"mu": -1}}})
+
+    def validate(path: str) -> dict:
+        return _fresh(f"""
+            import sys
+            from pcl.config import ConfigError, load_experiment
+            try:
+                load_experiment({path!r})
+                RESULT = {{"error": None}}
+            except ConfigError as err:
+                RESULT = {{"error": str(err)}}
+            RESULT["modules"] = [m for m in sys.modules if m.startswith("pcl.algorithms.") and m != "pcl.algorithms.hparams"]
+        """)
+
+    first, second, other = validate(valid), validate(valid), validate(edited)
+    assert "torch" in first["heavy"] and "pcl.algorithms.fedprox" in first["modules"]
+    assert second == {"error": None, "modules": [], "heavy": []}
+    assert "pcl.algorithms.fedprox" in other["modules"]
+    assert len(markers()) == 3  # the folder and one marker per passed settings
+    for _ in range(2):  # a failure is never remembered: it is found again, by the check
+        assert "mu=-1" in validate(bad)["error"]
+    assert len(markers()) == 3
+
+    from pcl import config
+    monkeypatch.setattr(config, "_code_digest", lambda: b"other code")
+    assert config._passed_marker({"fedprox": {"default": {"mu": 0.1}}}) not in markers()
+    assert config._passed_marker({"nonexistent": {"default": {}}}) is None  # not pcl's: never remembered
+
+
 # -------------------------------------------------------------------------------------------------- registry
 def test_every_registered_algorithm_has_its_registry_line():
     """A module without a registry line would never be imported, so its algorithm would be unknown to configs."""
