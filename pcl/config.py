@@ -4,7 +4,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import hashlib
-import json
 import os
 from functools import cache
 from pathlib import Path
@@ -71,7 +70,9 @@ def _passed_marker(algorithms: dict) -> Path | None:
 
     if not all(alg in ALGORITHMS and ALGORITHMS.target(alg).startswith("pcl.") for alg in algorithms):
         return None
-    key = hashlib.sha256(_code_digest() + json.dumps(algorithms, sort_keys=True, default=repr).encode()).hexdigest()
+    from pcl.io import spec_hash
+
+    key = spec_hash({"code": _code_digest().hex(), "algorithms": algorithms})
     user_cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(os.environ.get("PCL_CACHE_DIR") or Path(user_cache, "pcl"), "hparams-passed", key)
 
